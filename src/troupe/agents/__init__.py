@@ -1,0 +1,1 @@
+"""③ Agents: the loop that turns a sub-task into LLM calls and an answer."""

@@ -1,0 +1,100 @@
+"""The composition root: every long-lived object of a process is built here, once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from troupe.config import Settings
+from troupe.errors import Unavailable
+from troupe.llm.base import LLMProvider
+from troupe.llm.providers.simulation import SimulationProvider
+from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.launcher import TaskLauncher
+from troupe.orchestrator.worker import build_worker
+from troupe.storage.database import create_engine
+from troupe.storage.kv.base import EventFanout
+from troupe.storage.kv.memory import MemoryEventFanout
+from troupe.storage.kv.redis import RedisEventFanout
+from troupe.storage.repositories import SqlTaskStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the API and the worker of one process share."""
+
+    settings: Settings
+    store: SqlTaskStore
+    fanout: EventFanout
+    provider: LLMProvider
+    journal: TaskJournal
+    temporal: Client
+    launcher: TaskLauncher
+
+    @classmethod
+    async def from_settings(cls, settings: Settings, *, temporal_address: str) -> Services:
+        store = SqlTaskStore(
+            create_engine(
+                settings.database_url,
+                pool_size=settings.database.pool_size,
+                echo=settings.database.echo,
+            )
+        )
+        fanout: EventFanout = (
+            RedisEventFanout(settings.redis.url) if settings.redis.url else MemoryEventFanout()
+        )
+        provider = build_provider(settings)
+        journal = TaskJournal(store, fanout)
+        client = await connect_temporal(
+            temporal_address,
+            namespace=settings.temporal.namespace,
+            timeout_s=settings.temporal.connect_timeout_s,
+        )
+        launcher = TaskLauncher(
+            client=client, store=store, journal=journal, fanout=fanout, settings=settings
+        )
+        return cls(settings, store, fanout, provider, journal, client, launcher)
+
+    def worker(self) -> Worker:
+        return build_worker(
+            self.temporal, self.settings, provider=self.provider, journal=self.journal
+        )
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+        await self.fanout.aclose()
+        await self.store.aclose()
+
+
+def build_provider(settings: Settings) -> LLMProvider:
+    """The configured LLM provider; today only the simulation exists."""
+    logger.warning(
+        "LLM provider: SIMULATION. Answers are generated locally and are not real model "
+        "output; configure llm.provider to use a real model."
+    )
+    return SimulationProvider(settings.llm.simulation)
+
+
+async def connect_temporal(address: str, *, namespace: str, timeout_s: float) -> Client:
+    """Connect, retrying while the server starts; Unavailable after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await Client.connect(
+                address, namespace=namespace, data_converter=pydantic_data_converter
+            )
+        except RuntimeError as exc:
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"cannot reach Temporal at {address} within {timeout_s}s: {exc}",
+                    code="engine_unavailable",
+                ) from exc
+            await asyncio.sleep(0.05)

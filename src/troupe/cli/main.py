@@ -1,0 +1,194 @@
+"""`troupe serve | api | worker | run | db`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from troupe.cli.progress import follow_and_render
+from troupe.config import Settings, load_settings
+from troupe.errors import TroupeError
+from troupe.observability.logging import configure_logging
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Troupe: multi-agent platform")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="TROUPE_CONFIG",
+        help="YAML config (default config/multi-agent.yaml)",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        settings = load_settings(config, **overrides)
+    except TroupeError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log)
+    return settings
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> None:
+    try:
+        code = asyncio.run(main())
+    except TroupeError as exc:
+        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: Any) -> None:
+    from troupe.platform import running_platform, serve_worker_metrics
+
+    began = time.perf_counter()
+    settings = _settings(config, **overrides)
+
+    async def main() -> int:
+        async with running_platform(settings, api=api, worker=worker) as platform:
+            roles = " + ".join(r for r, on in (("api", api), ("worker", worker)) if on)
+            engine = (
+                f"embedded Temporal {platform.devserver.address}"
+                if platform.devserver
+                else f"Temporal {settings.temporal.address}"
+            )
+            if worker and not api:
+                serve_worker_metrics(settings)
+            where = f" at {platform.base_url}" if platform.base_url else ""
+            console.print(
+                f"[green]Troupe ready[/green]{where} ({roles}; {engine}) "
+                f"in {time.perf_counter() - began:.2f}s"
+            )
+            await _until_signalled()
+            console.print("shutting down…")
+        return 0
+
+    _run(main)
+
+
+HostOption = Annotated[str | None, typer.Option(help="Bind address (server.host)")]
+PortOption = Annotated[int | None, typer.Option(help="HTTP port (server.port); 0 = free port")]
+
+
+def _server_overrides(host: str | None, port: int | None) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    return {"server": server} if server else {}
+
+
+@app.command()
+def serve(config: ConfigOption = None, host: HostOption = None, port: PortOption = None) -> None:
+    """API + worker in one process, with embedded Temporal unless temporal.address is set."""
+    _serve_role(config, api=True, worker=True, **_server_overrides(host, port))
+
+
+@app.command()
+def api(config: ConfigOption = None, host: HostOption = None, port: PortOption = None) -> None:
+    """Only the HTTP API (production: needs temporal.address and a migrated database)."""
+    _serve_role(config, api=True, worker=False, **_server_overrides(host, port))
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Only the Temporal worker (production: needs temporal.address)."""
+    _serve_role(config, api=False, worker=True)
+
+
+@app.command()
+def run(
+    query: Annotated[str, typer.Argument(help="What to ask the agents")],
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="TROUPE_SERVER_URL", help="URL of a running Troupe; else embedded"),
+    ] = None,
+    session_id: Annotated[str | None, typer.Option(help="Session to continue")] = None,
+    token_budget: Annotated[int | None, typer.Option(help="Most tokens this task may use")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Submit a task, show its progress live, print its result, tokens and cost."""
+    if server is not None:
+        _run(lambda: follow_and_render(server, query, session_id, token_budget, console))
+        return
+    with tempfile.TemporaryDirectory(prefix="troupe-run-") as scratch:
+        # An ephemeral platform: its own state, a free port, gone when the run ends.
+        settings = _settings(config, data_dir=scratch, server={"port": 0})
+        _run(lambda: _run_embedded(settings, query, session_id, token_budget))
+
+
+async def _run_embedded(
+    settings: Settings, query: str, session_id: str | None, token_budget: int | None
+) -> int:
+    from troupe.platform import running_platform
+
+    began = time.perf_counter()
+    async with running_platform(settings, api=True, worker=True) as platform:
+        console.print(f"embedded Troupe ready in {time.perf_counter() - began:.2f}s")
+        assert platform.base_url is not None
+        return await follow_and_render(platform.base_url, query, session_id, token_budget, console)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    config: ConfigOption = None,
+) -> None:
+    """Migrate the database schema up (to head by default)."""
+    settings = _settings(config)
+    _run(lambda: _migrate(settings, revision, up=True))
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision; base drops everything")],
+    config: ConfigOption = None,
+) -> None:
+    """Migrate the database schema down."""
+    settings = _settings(config)
+    _run(lambda: _migrate(settings, revision, up=False))
+
+
+async def _migrate(settings: Settings, revision: str, *, up: bool) -> int:
+    from troupe.storage import database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = database.create_engine(settings.database_url)
+    try:
+        if up:
+            await database.upgrade(engine, revision)
+        else:
+            await database.downgrade(engine, revision)
+        current = await database.current_revision(engine)
+    finally:
+        await engine.dispose()
+    console.print(f"database schema at {current or 'base'}")
+    return 0
+
+
+def main() -> None:
+    app()

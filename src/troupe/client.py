@@ -1,0 +1,292 @@
+"""A typed client for the Troupe HTTP API, sync and async.
+
+Event streams are followed with resume: when the connection drops, the client
+reconnects with ``Last-Event-ID`` and continues after the last event it saw, so no
+event is lost or repeated. Every non-2xx answer raises :class:`TroupeAPIError`
+carrying the server's stable error ``code``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
+
+from troupe.domain import EventType
+from troupe.gateway.schemas import EventView, TaskPageView, TaskView
+
+_STREAM_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
+
+
+class TroupeAPIError(Exception):
+    """The API answered with an error body (or something that is not one)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "unexpected_response", response.text[:200]
+    raise TroupeAPIError(response.status_code, code, message)
+
+
+def _submit_body(
+    query: str, session_id: str | None, strategy: str | None, token_budget: int | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query}
+    if session_id is not None:
+        body["session_id"] = session_id
+    if strategy is not None:
+        body["strategy"] = strategy
+    if token_budget is not None:
+        body["token_budget"] = token_budget
+    return body
+
+
+def _list_params(
+    status: str | None, session_id: str | None, limit: int, cursor: str | None
+) -> dict[str, str | int]:
+    params: dict[str, str | int] = {"limit": limit}
+    for key, value in (("status", status), ("session_id", session_id), ("cursor", cursor)):
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def _event(sse: ServerSentEvent) -> EventView | None:
+    if not sse.data:  # keep-alive pings carry no data
+        return None
+    return EventView.model_validate_json(sse.data)
+
+
+def _is_terminal(event: EventView) -> bool:
+    return EventType(event.type).terminal
+
+
+class _ResumePolicy:
+    """How often and how fast to reconnect a dropped event stream."""
+
+    def __init__(self, attempts: int, backoff_s: float) -> None:
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.failures = 0
+
+    def next_delay(self, exc: Exception) -> float:
+        self.failures += 1
+        if self.failures > self.attempts:
+            raise exc
+        delay: float = self.backoff_s * 2.0 ** (self.failures - 1)
+        return min(delay, 2.0)
+
+
+class AsyncTroupeClient:
+    """Async client; use as ``async with AsyncTroupeClient(url) as client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)
+
+    async def __aenter__(self) -> AsyncTroupeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def submit_task(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        strategy: str | None = None,
+        token_budget: int | None = None,
+    ) -> TaskView:
+        body = _submit_body(query, session_id, strategy, token_budget)
+        response = await self._http.post("/api/v1/tasks", json=body)
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    async def get_task(self, task_id: str) -> TaskView:
+        response = await self._http.get(f"/api/v1/tasks/{task_id}")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        session_id: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> TaskPageView:
+        params = _list_params(status, session_id, limit, cursor)
+        response = await self._http.get("/api/v1/tasks", params=params)
+        _raise_for(response)
+        return TaskPageView.model_validate_json(response.content)
+
+    async def cancel_task(self, task_id: str) -> TaskView:
+        response = await self._http.post(f"/api/v1/tasks/{task_id}/cancel")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    async def ready(self) -> bool:
+        try:
+            return (await self._http.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    async def follow(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        reconnect_attempts: int = 10,
+        backoff_s: float = 0.1,
+    ) -> AsyncIterator[EventView]:
+        """Yield the task's events in order until its terminal event, resuming on drops."""
+        cursor = after
+        policy = _ResumePolicy(reconnect_attempts, backoff_s)
+        while True:
+            try:
+                headers = {"Last-Event-ID": str(cursor)}
+                url = f"/api/v1/tasks/{task_id}/events"
+                async with aconnect_sse(self._http, "GET", url, headers=headers) as source:
+                    if not source.response.is_success:
+                        await source.response.aread()
+                        _raise_for(source.response)
+                    async for sse in source.aiter_sse():
+                        event = _event(sse)
+                        if event is None:
+                            continue
+                        cursor = event.seq
+                        yield event
+                        if _is_terminal(event):
+                            return
+            except _STREAM_ERRORS as exc:
+                await anyio.sleep(policy.next_delay(exc))
+
+    async def wait(self, task_id: str) -> TaskView:
+        """Follow the task to its end and return its final state."""
+        async for _ in self.follow(task_id):
+            pass
+        return await self.get_task(task_id)
+
+
+class TroupeClient:
+    """Blocking client; use as ``with TroupeClient(url) as client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+
+    def __enter__(self) -> TroupeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit_task(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        strategy: str | None = None,
+        token_budget: int | None = None,
+    ) -> TaskView:
+        body = _submit_body(query, session_id, strategy, token_budget)
+        response = self._http.post("/api/v1/tasks", json=body)
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    def get_task(self, task_id: str) -> TaskView:
+        response = self._http.get(f"/api/v1/tasks/{task_id}")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        session_id: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> TaskPageView:
+        params = _list_params(status, session_id, limit, cursor)
+        response = self._http.get("/api/v1/tasks", params=params)
+        _raise_for(response)
+        return TaskPageView.model_validate_json(response.content)
+
+    def cancel_task(self, task_id: str) -> TaskView:
+        response = self._http.post(f"/api/v1/tasks/{task_id}/cancel")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def follow(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        reconnect_attempts: int = 10,
+        backoff_s: float = 0.1,
+    ) -> Iterator[EventView]:
+        """Yield the task's events in order until its terminal event, resuming on drops."""
+        cursor = after
+        policy = _ResumePolicy(reconnect_attempts, backoff_s)
+        while True:
+            try:
+                headers = {"Last-Event-ID": str(cursor)}
+                url = f"/api/v1/tasks/{task_id}/events"
+                with connect_sse(self._http, "GET", url, headers=headers) as source:
+                    if not source.response.is_success:
+                        source.response.read()
+                        _raise_for(source.response)
+                    for sse in source.iter_sse():
+                        event = _event(sse)
+                        if event is None:
+                            continue
+                        cursor = event.seq
+                        yield event
+                        if _is_terminal(event):
+                            return
+            except _STREAM_ERRORS as exc:
+                time.sleep(policy.next_delay(exc))
+
+    def wait(self, task_id: str) -> TaskView:
+        """Follow the task to its end and return its final state."""
+        for _ in self.follow(task_id):
+            pass
+        return self.get_task(task_id)

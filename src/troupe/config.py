@@ -1,0 +1,200 @@
+"""One nested Settings for the whole platform.
+
+Sources, strongest first: environment variables ``TROUPE_<SECTION>__<KEY>``, the YAML
+file (``config/multi-agent.yaml`` by default), then the defaults below, which equal the
+shipped YAML. An invalid value fails at start with :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from troupe.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/multi-agent.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _known_driver(self) -> DatabaseSettings:
+        if self.url is not None and not self.url.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        ):
+            raise ValueError(
+                "url must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got {self.url.split('://', 1)[0]}://)"
+            )
+        return self
+
+
+class TemporalSettings(_Section):
+    address: str | None = None
+    namespace: str = "default"
+    task_queue: str = "troupe-tasks"
+    embedded_port: int = Field(default=0, ge=0, le=65535)
+    connect_timeout_s: float = Field(default=15, gt=0)
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+
+
+class EventSettings(_Section):
+    poll_interval_ms: int = Field(default=500, ge=10, le=60_000)
+    ping_interval_s: float = Field(default=15, gt=0)
+
+
+class TaskSettings(_Section):
+    max_query_chars: int = Field(default=8000, ge=1)
+    default_token_budget: int = Field(default=20_000, ge=1)
+    max_token_budget: int = Field(default=1_000_000, ge=1)
+    attempt_timeout_s: float = Field(default=300, gt=0)
+    heartbeat_timeout_s: float = Field(default=2, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> TaskSettings:
+        if self.default_token_budget > self.max_token_budget:
+            raise ValueError("default_token_budget must not exceed max_token_budget")
+        return self
+
+
+class SimulationSettings(_Section):
+    latency_ms: int = Field(default=0, ge=0)
+    failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class ModelPrice(_Section):
+    """Integer micro-dollars per million tokens."""
+
+    input: int = Field(ge=0)
+    output: int = Field(ge=0)
+
+
+class LLMSettings(_Section):
+    provider: Literal["simulation"] = "simulation"
+    model: str = "sim-small"
+    max_tokens: int = Field(default=512, ge=1)
+    simulation: SimulationSettings = SimulationSettings()
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=lambda: {
+            "sim-small": ModelPrice(input=150_000, output=600_000),
+            "sim-large": ModelPrice(input=2_500_000, output=10_000_000),
+        }
+    )
+
+
+class WorkerSettings(_Section):
+    max_concurrent_activities: int = Field(default=50, ge=1)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Every knob of Troupe; see config/multi-agent.yaml for what each one means."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TROUPE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path(".troupe")
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    temporal: TemporalSettings = TemporalSettings()
+    redis: RedisSettings = RedisSettings()
+    events: EventSettings = EventSettings()
+    tasks: TaskSettings = TaskSettings()
+    llm: LLMSettings = LLMSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must beat it.
+        return (env_settings, init_settings)
+
+    @property
+    def database_url(self) -> str:
+        """The configured database, or the embedded SQLite file in the data dir."""
+        if self.database.url is not None:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'troupe.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when Troupe starts its own Temporal dev server."""
+        return self.temporal.address is None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply env overrides, validate; raise ConfigError."""
+    file = path if path is not None else DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of sections")
+        data = loaded or {}
+    elif path is not None:
+        raise ConfigError(f"config file {file} does not exist")
+    data = _deep_merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file)) from exc
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, file: Path) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        env = "TROUPE_" + "__".join(str(p).upper() for p in error["loc"])
+        problems.append(f"  {key}: {error['msg']} (got {error.get('input')!r}; env {env})")
+    return f"invalid configuration ({file}):\n" + "\n".join(problems)

@@ -1,0 +1,116 @@
+"""Models shared by every layer: tasks, their events, and what they cost."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TaskStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+class Strategy(enum.StrEnum):
+    """How a task is executed. Only ``simple`` exists until the orchestrator grows."""
+
+    SIMPLE = "simple"
+
+
+class EventType(enum.StrEnum):
+    SUBMITTED = "task.submitted"
+    STARTED = "task.started"
+    CANCEL_REQUESTED = "task.cancel_requested"
+    LLM_CALL = "llm.call"
+    COMPLETED = "task.completed"
+    FAILED = "task.failed"
+    CANCELLED = "task.cancelled"
+    BUDGET_EXCEEDED = "task.budget_exceeded"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_EVENTS
+
+
+TERMINAL_EVENTS = frozenset(
+    {EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED, EventType.BUDGET_EXCEEDED}
+)
+
+TERMINAL_EVENT_FOR_STATUS = {
+    TaskStatus.COMPLETED: EventType.COMPLETED,
+    TaskStatus.FAILED: EventType.FAILED,
+    TaskStatus.CANCELLED: EventType.CANCELLED,
+    TaskStatus.BUDGET_EXCEEDED: EventType.BUDGET_EXCEEDED,
+}
+
+
+class Usage(BaseModel):
+    """Tokens and money a task or call consumed, as the provider reported it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micro_usd: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_micro_usd=self.cost_micro_usd + other.cost_micro_usd,
+        )
+
+
+class TaskError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class Task(BaseModel):
+    """One submitted task as storage knows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_id: str
+    session_id: str | None
+    query: str
+    strategy: Strategy
+    status: TaskStatus
+    token_budget: int
+    result: str | None
+    error: TaskError | None
+    usage: Usage
+    workflow_id: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TaskEvent(BaseModel):
+    """One entry of a task's event stream; ``seq`` is gap-free per task from 1."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    seq: int
+    type: EventType
+    data: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""① HTTP in: the FastAPI app, its errors, and its routes."""

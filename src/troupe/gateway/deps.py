@@ -1,0 +1,45 @@
+"""FastAPI dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from troupe.app import Services
+from troupe.config import Settings
+from troupe.orchestrator.launcher import TaskLauncher
+from troupe.storage.repositories import SqlTaskStore
+
+# Until authentication arrives every request acts for the embedded local tenant.
+LOCAL_TENANT = "local"
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _tenant() -> str:
+    return LOCAL_TENANT
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+TenantDep = Annotated[str, Depends(_tenant)]
+
+
+def _store(services: ServicesDep) -> SqlTaskStore:
+    return services.store
+
+
+def _launcher(services: ServicesDep) -> TaskLauncher:
+    return services.launcher
+
+
+def _settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+StoreDep = Annotated[SqlTaskStore, Depends(_store)]
+LauncherDep = Annotated[TaskLauncher, Depends(_launcher)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,106 @@
+"""/api/v1/tasks: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from troupe.domain import Strategy, TaskStatus
+from troupe.errors import InvalidInput, NotFound
+from troupe.gateway.deps import LauncherDep, SettingsDep, StoreDep, TenantDep
+from troupe.gateway.errors import error_body
+from troupe.gateway.schemas import TaskCreate, TaskPageView, TaskView
+from troupe.orchestrator.launcher import TASK_ID_PREFIX
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+_TASK_ID = re.compile(rf"^{TASK_ID_PREFIX}[0-9a-f]{{24}}$")
+_ERROR = {"content": {"application/json": {"example": error_body("code", "what went wrong")}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such task", **_ERROR},
+    422: {"description": "Invalid request", **_ERROR},
+}
+
+
+def checked_task_id(task_id: str) -> str:
+    """A malformed id names no task: 404, the same answer as an unknown one."""
+    if not _TASK_ID.match(task_id):
+        raise NotFound(f"task {task_id[:64]} not found", code="task_not_found")
+    return task_id
+
+
+@router.post("", status_code=202, response_model=TaskView, responses=ERRORS)
+async def submit_task(
+    body: TaskCreate,
+    response: Response,
+    tenant: TenantDep,
+    launcher: LauncherDep,
+    settings: SettingsDep,
+) -> TaskView:
+    """Accept a task; it runs durably. Follow it at `links.events`."""
+    limits = settings.tasks
+    if not body.query.strip():
+        raise InvalidInput("query must not be blank", code="query_blank")
+    if len(body.query) > limits.max_query_chars:
+        raise InvalidInput(
+            f"query has {len(body.query)} characters; at most {limits.max_query_chars} allowed",
+            code="query_too_long",
+        )
+    budget = body.token_budget or limits.default_token_budget
+    if budget > limits.max_token_budget:
+        raise InvalidInput(
+            f"token_budget {budget} exceeds the maximum of {limits.max_token_budget}",
+            code="budget_too_large",
+        )
+    task = await launcher.submit(
+        tenant_id=tenant,
+        query=body.query,
+        session_id=body.session_id,
+        strategy=Strategy.SIMPLE,
+        token_budget=budget,
+    )
+    view = TaskView.of(task)
+    response.headers["Location"] = view.links.self
+    return view
+
+
+@router.get("", response_model=TaskPageView, responses=ERRORS)
+async def list_tasks(
+    tenant: TenantDep,
+    store: StoreDep,
+    status: TaskStatus | None = None,
+    session_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> TaskPageView:
+    """Newest first, `limit` at a time; pass `next_cursor` back as `cursor`."""
+    page = await store.list_tasks(
+        tenant,
+        status=status,
+        session_id=session_id,
+        limit=limit,
+        before=int(cursor) if cursor else None,
+    )
+    return TaskPageView(
+        items=[TaskView.of(t) for t in page.items],
+        next_cursor=str(page.next_cursor) if page.next_cursor is not None else None,
+    )
+
+
+@router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
+async def get_task(task_id: str, tenant: TenantDep, store: StoreDep) -> TaskView:
+    """The task, its result or error, and its usage so far."""
+    return TaskView.of(await store.get_task(tenant, checked_task_id(task_id)))
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=202,
+    response_model=TaskView,
+    responses={**ERRORS, 409: {"description": "The task already ended", **_ERROR}},
+)
+async def cancel_task(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> TaskView:
+    """Request cancellation; the task ends `cancelled` once its agents have stopped."""
+    return TaskView.of(await launcher.cancel(tenant_id=tenant, task_id=checked_task_id(task_id)))

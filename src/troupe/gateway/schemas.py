@@ -1,0 +1,162 @@
+"""The HTTP API's request and response bodies (the OpenAPI schema is built from them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from troupe.domain import Task, TaskEvent, TaskStatus
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class TaskCreate(BaseModel):
+    """A task to run."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": "Summarise the trade-offs of event sourcing", "token_budget": 5000},
+                {"query": "And for a team of three?", "session_id": "chat-42"},
+            ]
+        },
+    )
+
+    query: str = Field(min_length=1, description="What the agents should do.")
+    session_id: str | None = Field(
+        default=None,
+        pattern=SESSION_ID_PATTERN,
+        description="Conversation this task belongs to; created on first use.",
+    )
+    strategy: Literal["auto", "simple"] = Field(
+        default="auto", description="Force an execution strategy; auto lets Troupe choose."
+    )
+    token_budget: int | None = Field(
+        default=None, ge=1, description="Most tokens this task may use (all calls together)."
+    )
+
+
+class UsageView(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_micro_usd: int = Field(description="Cost in millionths of a US dollar.")
+
+
+class ErrorView(BaseModel):
+    code: str
+    message: str
+
+
+class TaskLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+
+
+class TaskView(BaseModel):
+    """A task and everything known about it so far."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "tsk_5f0c3a9e1b2d4c6e8f9a0b1c",
+                    "status": "completed",
+                    "query": "Summarise the trade-offs of event sourcing",
+                    "session_id": None,
+                    "strategy": "simple",
+                    "token_budget": 5000,
+                    "result": "Event sourcing keeps every change ...",
+                    "error": None,
+                    "usage": {
+                        "prompt_tokens": 61,
+                        "completion_tokens": 40,
+                        "total_tokens": 101,
+                        "cost_micro_usd": 34,
+                    },
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "started_at": "2026-11-26T12:00:00.010Z",
+                    "finished_at": "2026-11-26T12:00:00.030Z",
+                    "links": {
+                        "self": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c",
+                        "events": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/events",
+                        "cancel": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/cancel",
+                    },
+                }
+            ]
+        }
+    )
+
+    id: str
+    status: TaskStatus
+    query: str
+    session_id: str | None
+    strategy: str
+    token_budget: int
+    result: str | None
+    error: ErrorView | None
+    usage: UsageView
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: TaskLinks
+
+    @classmethod
+    def of(cls, task: Task) -> TaskView:
+        base = f"/api/v1/tasks/{task.id}"
+        return cls(
+            id=task.id,
+            status=task.status,
+            query=task.query,
+            session_id=task.session_id,
+            strategy=task.strategy.value,
+            token_budget=task.token_budget,
+            result=task.result,
+            error=ErrorView(code=task.error.code, message=task.error.message)
+            if task.error
+            else None,
+            usage=UsageView(
+                prompt_tokens=task.usage.prompt_tokens,
+                completion_tokens=task.usage.completion_tokens,
+                total_tokens=task.usage.total_tokens,
+                cost_micro_usd=task.usage.cost_micro_usd,
+            ),
+            created_at=task.created_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+            links=TaskLinks(self=base, events=f"{base}/events", cancel=f"{base}/cancel"),
+        )
+
+
+class TaskPageView(BaseModel):
+    items: list[TaskView]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page.")
+
+
+class EventView(BaseModel):
+    """The `data` of one SSE message; its SSE `id` is `seq` and its `event` is `type`."""
+
+    task_id: str
+    seq: int
+    type: str
+    data: dict[str, object]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: TaskEvent) -> EventView:
+        return cls(
+            task_id=event.task_id,
+            seq=event.seq,
+            type=event.type.value,
+            data=event.data,
+            created_at=event.created_at,
+        )
+
+
+class HealthView(BaseModel):
+    status: Literal["ok", "ready"]
+    checks: dict[str, str] = Field(default_factory=dict)

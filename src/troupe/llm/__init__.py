@@ -1,0 +1,1 @@
+"""⑥ The LLM layer: one provider Protocol; vendors and cross-cutting wrappers behind it."""

@@ -1,0 +1,1 @@
+"""Vendor modules; each one knows its own wire format and nothing else does."""

@@ -1,0 +1,77 @@
+"""The simulation provider: no key, no network, deterministic answers.
+
+The answer and its token counts are derived from a hash of the request, so the same
+request always gets the same response (replays and tests rely on it). Latency and
+failure injection are configurable to rehearse slow and flaky providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+from troupe.config import SimulationSettings
+from troupe.errors import ProviderError
+from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
+from troupe.llm.pricing import estimate_prompt_tokens
+
+_VOCABULARY = [
+    "analysis",
+    "considers",
+    "constraints",
+    "options",
+    "tradeoffs",
+    "evidence",
+    "plan",
+    "steps",
+    "result",
+    "context",
+    "summary",
+    "risks",
+    "costs",
+    "timeline",
+    "priorities",
+    "assumptions",
+    "answer",
+    "detail",
+]
+
+
+class SimulationProvider:
+    """Deterministic stand-in for a real LLM; announced loudly when it is the default."""
+
+    name = "simulation"
+
+    def __init__(self, settings: SimulationSettings) -> None:
+        self._settings = settings
+        self._failures = random.Random(settings.seed)  # noqa: S311 - not security relevant
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if self._settings.latency_ms:
+            await asyncio.sleep(self._settings.latency_ms / 1000)
+        if self._failures.random() < self._settings.failure_rate:
+            raise ProviderError("simulated provider failure", code="provider_unavailable")
+        digest = hashlib.sha256(request.model_dump_json().encode()).digest()
+        question = request.messages[-1].content if request.messages else ""
+        length = 12 + digest[0] % 24
+        words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[1 : 1 + length]]
+        body = " ".join(words)
+        content = f"[simulated {request.model}] On “{question[:80]}”: {body}."
+        completion_tokens = min(len(content.split()) + 8, request.max_tokens)
+        finish = "length" if completion_tokens == request.max_tokens else "stop"
+        if finish == "length":
+            content = " ".join(content.split()[: max(request.max_tokens - 8, 1)])
+        return ChatResponse(
+            provider=self.name,
+            model=request.model,
+            content=content,
+            usage=TokenUsage(
+                prompt_tokens=estimate_prompt_tokens(request.messages),
+                completion_tokens=completion_tokens,
+            ),
+            finish_reason=finish,
+        )
+
+    async def aclose(self) -> None:
+        return None

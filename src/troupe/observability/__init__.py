@@ -1,0 +1,1 @@
+"""⑨ Observability: every metric name once, logging set-up."""

@@ -1,0 +1,52 @@
+"""Every Prometheus metric of Troupe, declared once. Labels stay low-cardinality:
+no task, session or tenant-chosen ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+HTTP_REQUESTS = Counter(
+    "troupe_http_requests_total",
+    "HTTP requests answered by the API, by route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "troupe_http_request_duration_seconds",
+    "Time to answer an HTTP request (for SSE: time to the first byte).",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+TASKS_SUBMITTED = Counter(
+    "troupe_tasks_submitted_total",
+    "Tasks accepted by the API.",
+    ["strategy"],
+)
+TASKS_FINISHED = Counter(
+    "troupe_tasks_finished_total",
+    "Tasks that reached a terminal status.",
+    ["strategy", "status"],
+)
+TASK_SECONDS = Histogram(
+    "troupe_task_duration_seconds",
+    "Submit-to-terminal time of a task.",
+    ["strategy", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+LLM_TOKENS = Counter(
+    "troupe_llm_tokens_total",
+    "Tokens reported by providers, by kind (prompt, completion).",
+    ["provider", "model", "kind"],
+)
+LLM_COST = Counter(
+    "troupe_llm_cost_micro_usd_total",
+    "Cost of provider calls in micro-dollars.",
+    ["provider", "model"],
+)
+LLM_CALL_SECONDS = Histogram(
+    "troupe_llm_call_duration_seconds",
+    "Latency of provider calls.",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)

@@ -1,0 +1,1 @@
+"""② Durable execution on Temporal: launcher, workflows, activities, the embedded server."""

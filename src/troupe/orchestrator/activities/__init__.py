@@ -1,0 +1,1 @@
+"""Activities: thin Temporal wrappers over plain async services."""

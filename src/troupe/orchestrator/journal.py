@@ -1,0 +1,66 @@
+"""The one writer of a task's lifecycle: storage first, then fan-out and metrics.
+
+Storage is the record; the fan-out only wakes stream readers; metrics count what
+storage accepted, so a re-delivered write is neither re-announced nor re-counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from troupe.domain import Task, TaskError, TaskStatus
+from troupe.observability import metrics
+from troupe.storage.kv.base import EventFanout
+from troupe.storage.repositories import LLMCallRecord, SqlTaskStore
+
+logger = logging.getLogger(__name__)
+
+
+class TaskJournal:
+    """Status transitions, metered calls and events of tasks, announced to listeners."""
+
+    def __init__(self, store: SqlTaskStore, fanout: EventFanout) -> None:
+        self._store = store
+        self._fanout = fanout
+
+    async def started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
+        task = await self._store.mark_started(tenant_id, task_id, attempt=attempt)
+        await self._fanout.publish(task_id)
+        return task
+
+    async def llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
+        if not await self._store.record_llm_call(tenant_id, task_id, call):
+            return
+        labels = {"provider": call.provider, "model": call.model}
+        metrics.LLM_TOKENS.labels(kind="prompt", **labels).inc(call.usage.prompt_tokens)
+        metrics.LLM_TOKENS.labels(kind="completion", **labels).inc(call.usage.completion_tokens)
+        metrics.LLM_COST.labels(**labels).inc(call.usage.cost_micro_usd)
+        metrics.LLM_CALL_SECONDS.labels(**labels).observe(call.latency_ms / 1000)
+        await self._fanout.publish(task_id)
+
+    async def finished(
+        self,
+        tenant_id: str,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: str | None = None,
+        error: TaskError | None = None,
+    ) -> None:
+        if not await self._store.finish(tenant_id, task_id, status, result=result, error=error):
+            return
+        task = await self._store.get_task(tenant_id, task_id)
+        metrics.TASKS_FINISHED.labels(strategy=task.strategy.value, status=status.value).inc()
+        elapsed = (task.finished_at or datetime.now(UTC)) - task.created_at
+        metrics.TASK_SECONDS.labels(strategy=task.strategy.value, status=status.value).observe(
+            elapsed.total_seconds()
+        )
+        logger.info(
+            "task finished status=%s tokens=%d cost_micro_usd=%d",
+            status.value,
+            task.usage.total_tokens,
+            task.usage.cost_micro_usd,
+            extra={"task_id": task_id, "tenant_id": tenant_id},
+        )
+        await self._fanout.publish(task_id)

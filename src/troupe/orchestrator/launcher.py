@@ -1,0 +1,117 @@
+"""The one bridge from the gateway to Temporal: submit and cancel tasks."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from troupe.config import Settings
+from troupe.domain import EventType, Strategy, Task, TaskError, TaskStatus
+from troupe.errors import Conflict, Unavailable
+from troupe.observability import metrics
+from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.payloads import TaskInput, WorkflowOptions
+from troupe.orchestrator.workflows.task import TaskWorkflow
+from troupe.storage.kv.base import EventFanout
+from troupe.storage.repositories import NewTask, SqlTaskStore
+
+logger = logging.getLogger(__name__)
+
+TASK_ID_PREFIX = "tsk_"
+
+
+def new_task_id() -> str:
+    return TASK_ID_PREFIX + secrets.token_hex(12)
+
+
+class TaskLauncher:
+    """Turns an accepted request into a stored task and a started TaskWorkflow."""
+
+    def __init__(
+        self,
+        *,
+        client: Client,
+        store: SqlTaskStore,
+        journal: TaskJournal,
+        fanout: EventFanout,
+        settings: Settings,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._journal = journal
+        self._fanout = fanout
+        self._settings = settings
+        self._options = WorkflowOptions.from_settings(settings.tasks)
+
+    async def submit(
+        self,
+        *,
+        tenant_id: str,
+        query: str,
+        session_id: str | None,
+        strategy: Strategy,
+        token_budget: int,
+    ) -> Task:
+        """Store the task, then start its workflow; the task is accepted only once both hold."""
+        task_id = new_task_id()
+        task = await self._store.create_task(
+            NewTask(
+                id=task_id,
+                tenant_id=tenant_id,
+                session_id=session_id,
+                query=query,
+                strategy=strategy,
+                token_budget=token_budget,
+                workflow_id=f"task-{task_id}",
+            )
+        )
+        try:
+            await self._client.start_workflow(
+                TaskWorkflow.run,
+                args=[
+                    TaskInput(
+                        tenant_id=tenant_id, task_id=task_id, query=query, token_budget=token_budget
+                    ),
+                    self._options,
+                ],
+                id=task.workflow_id,
+                task_queue=self._settings.temporal.task_queue,
+            )
+        except RPCError as exc:
+            logger.error("could not start workflow: %s", exc, extra={"task_id": task_id})
+            error = TaskError(code="engine_unavailable", message="the workflow engine refused")
+            await self._journal.finished(tenant_id, task_id, TaskStatus.FAILED, error=error)
+            raise Unavailable(
+                "the workflow engine is unavailable; the task was not accepted",
+                code="engine_unavailable",
+            ) from exc
+        metrics.TASKS_SUBMITTED.labels(strategy=strategy.value).inc()
+        return task
+
+    async def cancel(self, *, tenant_id: str, task_id: str) -> Task:
+        """Ask the workflow to cancel; the workflow records the ending."""
+        task = await self._store.get_task(tenant_id, task_id)
+        if task.status.terminal:
+            raise Conflict(
+                f"task {task_id} already ended as {task.status.value}", code="task_ended"
+            )
+        await self._store.append_event(tenant_id, task_id, EventType.CANCEL_REQUESTED, {})
+        await self._fanout.publish(task_id)
+        try:
+            await self._client.get_workflow_handle(task.workflow_id).cancel()
+        except RPCError as exc:
+            raise Unavailable(
+                "the workflow engine is unavailable; try cancelling again",
+                code="engine_unavailable",
+            ) from exc
+        return task
+
+    async def ping(self) -> None:
+        try:
+            await self._client.workflow_service.get_system_info(GetSystemInfoRequest())
+        except RPCError as exc:
+            raise Unavailable("Temporal is unreachable", code="engine_unavailable") from exc

@@ -1,0 +1,33 @@
+"""The Temporal worker that runs TaskWorkflow and its activities."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from troupe.agents.runtime import SimpleAgent
+from troupe.config import Settings
+from troupe.llm.base import LLMProvider
+from troupe.orchestrator.activities.task import TaskActivities
+from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.workflows.task import TaskWorkflow
+
+
+def build_worker(
+    client: Client, settings: Settings, *, provider: LLMProvider, journal: TaskJournal
+) -> Worker:
+    """A worker polling the task queue, with activities bound to their services."""
+    heartbeat_s = settings.tasks.heartbeat_timeout_s / 3
+    activities = TaskActivities(
+        SimpleAgent(provider, journal, settings.llm), journal, heartbeat_s=heartbeat_s
+    )
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[TaskWorkflow],
+        activities=[activities.run_simple_agent, activities.finish_task],
+        max_concurrent_activities=settings.worker.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )

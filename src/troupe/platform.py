@@ -1,0 +1,150 @@
+"""Running Troupe in a process: the embedded platform or one production role.
+
+``troupe serve`` runs everything in one process (embedded Temporal unless
+``temporal.address`` is set); ``troupe api`` and ``troupe worker`` run one role each
+against shared servers. All three are :func:`running_platform` with different roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from prometheus_client import start_http_server
+from temporalio.worker import Worker
+
+from troupe.app import Services
+from troupe.config import Settings
+from troupe.errors import ConfigError
+from troupe.gateway.app import create_app
+from troupe.orchestrator.devserver import TemporalDevServer
+from troupe.storage import database
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the platform owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunningPlatform:
+    services: Services
+    base_url: str | None
+    devserver: TemporalDevServer | None
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    settings: Settings, *, api: bool, worker: bool
+) -> AsyncIterator[RunningPlatform]:
+    """Start the requested roles; on exit stop them in reverse order, gracefully."""
+    devserver = await _start_storage_and_engine(settings, migrate=api and worker)
+    try:
+        address = devserver.address if devserver else settings.temporal.address
+        assert address is not None
+        services = await Services.from_settings(settings, temporal_address=address)
+        try:
+            async with _worker(services, enabled=worker), _api(services, enabled=api) as url:
+                yield RunningPlatform(services=services, base_url=url, devserver=devserver)
+        finally:
+            await services.aclose()
+    finally:
+        if devserver is not None:
+            await asyncio.to_thread(devserver.stop)
+
+
+async def _start_storage_and_engine(
+    settings: Settings, *, migrate: bool
+) -> TemporalDevServer | None:
+    """Bring the schema up (or check it) while the embedded Temporal starts."""
+    devserver: TemporalDevServer | None = None
+    if settings.embedded:
+        if not migrate:
+            raise ConfigError(
+                "temporal.address is not set: `troupe api` and `troupe worker` need a shared "
+                "Temporal; use `troupe serve` for the embedded one"
+            )
+        devserver = TemporalDevServer(
+            settings.data_dir / "temporal.db",
+            port=settings.temporal.embedded_port,
+            namespace=settings.temporal.namespace,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = database.create_engine(settings.database_url)
+    try:
+        schema = database.upgrade(engine) if migrate else database.require_current_schema(engine)
+        if devserver is not None:
+            await asyncio.gather(asyncio.to_thread(devserver.start), schema)
+        else:
+            await schema
+    except BaseException:
+        if devserver is not None:
+            await asyncio.to_thread(devserver.stop)
+        raise
+    finally:
+        await engine.dispose()
+    return devserver
+
+
+@contextlib.asynccontextmanager
+async def _worker(services: Services, *, enabled: bool) -> AsyncIterator[Worker | None]:
+    if not enabled:
+        yield None
+        return
+    worker = services.worker()
+    running = asyncio.create_task(worker.run(), name="temporal-worker")
+    try:
+        yield worker
+    finally:
+        await worker.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+@contextlib.asynccontextmanager
+async def _api(services: Services, *, enabled: bool) -> AsyncIterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    server_settings = services.settings.server
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((server_settings.host, server_settings.port))
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(services),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    server = _QuietServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
+    try:
+        while not server.started:
+            if serving.done():
+                await serving  # surfaces the start-up error
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.005)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+def serve_worker_metrics(settings: Settings) -> None:
+    """/metrics for a standalone worker, when a port is configured."""
+    if settings.worker.metrics_port:
+        start_http_server(settings.worker.metrics_port, addr=settings.server.host)
+        logger.info("worker metrics on %s:%d", settings.server.host, settings.worker.metrics_port)

@@ -1,0 +1,1 @@
+"""⑧ Storage: the relational record of tasks, events and usage (SQLite or PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Shared hot state between processes: in-process by default, Redis in production."""

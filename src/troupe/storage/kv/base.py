@@ -1,0 +1,28 @@
+"""Event fan-out: wake the readers of a task's stream when its events change.
+
+Storage stays the record; a notification only says "read again". A lost
+notification costs a reader one poll interval, never an event.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class Listener(Protocol):
+    async def wait(self, seconds: float) -> bool:
+        """Wait for a notification; True if one arrived, False on timeout."""
+        ...
+
+
+class EventFanout(Protocol):
+    async def publish(self, channel: str) -> None:
+        """Wake every listener of ``channel``."""
+        ...
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
+        """Listen to ``channel`` while the context is open."""
+        ...
+
+    async def aclose(self) -> None: ...

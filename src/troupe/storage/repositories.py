@@ -1,0 +1,383 @@
+"""Reads and writes of tasks, their events and token usage.
+
+Every method takes ``tenant_id``: an unscoped query cannot be written by accident.
+Every write that also emits events does both in one transaction, so a reader of the
+event stream never sees an event whose effect is not yet visible (or the reverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from troupe.domain import (
+    TERMINAL_EVENT_FOR_STATUS,
+    EventType,
+    Strategy,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskStatus,
+    Usage,
+)
+from troupe.errors import NotFound
+from troupe.storage.tables import EventRow, SessionRow, TaskRow, TokenUsageRow
+
+_TERMINAL = [s.value for s in TaskStatus if s.terminal]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    id: str
+    tenant_id: str
+    session_id: str | None
+    query: str
+    strategy: Strategy
+    token_budget: int
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCallRecord:
+    """One provider call as it is metered; ``call_key`` is unique per call attempt."""
+
+    call_key: str
+    provider: str
+    model: str
+    usage: Usage
+    cached_tokens: int
+    latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    items: list[Task]
+    next_cursor: int | None
+
+
+class SqlTaskStore:
+    """Tasks, events and usage in SQLite or PostgreSQL through SQLAlchemy."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._sessions() as db:
+            await db.execute(select(1))
+
+    async def create_task(self, new: NewTask) -> Task:
+        """Insert a queued task (and its session if new) with its ``submitted`` event."""
+        now = _now()
+        async with self._sessions.begin() as db:
+            if new.session_id is not None:
+                await self._touch_session(db, new.tenant_id, new.session_id, now)
+            row = TaskRow(
+                id=new.id,
+                tenant_id=new.tenant_id,
+                session_id=new.session_id,
+                query=new.query,
+                strategy=new.strategy.value,
+                status=TaskStatus.QUEUED.value,
+                token_budget=new.token_budget,
+                workflow_id=new.workflow_id,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_micro_usd=0,
+                event_seq=0,
+                created_at=now,
+            )
+            db.add(row)
+            await db.flush()
+            await self._append(
+                db,
+                new.tenant_id,
+                new.id,
+                EventType.SUBMITTED,
+                {"strategy": new.strategy.value, "token_budget": new.token_budget},
+            )
+        return _task(row)
+
+    async def _touch_session(
+        self, db: AsyncSession, tenant_id: str, session_id: str, now: datetime
+    ) -> None:
+        existing = await db.get(SessionRow, session_id, with_for_update=True)
+        if existing is None:
+            db.add(SessionRow(id=session_id, tenant_id=tenant_id, created_at=now, updated_at=now))
+            await db.flush()
+        elif existing.tenant_id != tenant_id:
+            # Session ids are global; someone else's id is simply not yours to use.
+            raise NotFound(f"session {session_id} not found", code="session_not_found")
+        else:
+            existing.updated_at = now
+
+    async def get_task(self, tenant_id: str, task_id: str) -> Task:
+        async with self._sessions() as db:
+            row = await self._task_row(db, tenant_id, task_id)
+            return _task(row)
+
+    async def _task_row(
+        self, db: AsyncSession, tenant_id: str, task_id: str, *, lock: bool = False
+    ) -> TaskRow:
+        query = select(TaskRow).where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
+        row = (await db.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"task {task_id} not found", code="task_not_found")
+        return row
+
+    async def list_tasks(
+        self,
+        tenant_id: str,
+        *,
+        status: TaskStatus | None = None,
+        session_id: str | None = None,
+        limit: int = 20,
+        before: int | None = None,
+    ) -> TaskPage:
+        """Newest first; ``before`` is the cursor a previous page returned."""
+        query = select(TaskRow).where(TaskRow.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(TaskRow.status == status.value)
+        if session_id is not None:
+            query = query.where(TaskRow.session_id == session_id)
+        if before is not None:
+            query = query.where(TaskRow.seq < before)
+        query = query.order_by(TaskRow.seq.desc()).limit(limit + 1)
+        async with self._sessions() as db:
+            rows = list((await db.execute(query)).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TaskPage(items=[_task(r) for r in rows], next_cursor=rows[-1].seq if more else None)
+
+    async def mark_started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
+        """queued → running (or a retry note when already running); terminal tasks stay."""
+        async with self._sessions.begin() as db:
+            row = await self._task_row(db, tenant_id, task_id, lock=True)
+            if TaskStatus(row.status).terminal:
+                return _task(row)
+            row.status = TaskStatus.RUNNING.value
+            if row.started_at is None:
+                row.started_at = _now()
+            await self._append(db, tenant_id, task_id, EventType.STARTED, {"attempt": attempt})
+            return _task(row)
+
+    async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
+        """Store one metered call and add it to the task's totals; False if already stored."""
+        try:
+            async with self._sessions.begin() as db:
+                if await self._call_known(db, call.call_key):
+                    return False
+                await self._add_call(db, tenant_id, task_id, call)
+        except IntegrityError:
+            # A concurrent writer stored the same call first; ours is the duplicate.
+            return False
+        return True
+
+    async def _call_known(self, db: AsyncSession, call_key: str) -> bool:
+        count = await db.scalar(
+            select(func.count())
+            .select_from(TokenUsageRow)
+            .where(TokenUsageRow.call_key == call_key)
+        )
+        return bool(count)
+
+    async def _add_call(
+        self, db: AsyncSession, tenant_id: str, task_id: str, call: LLMCallRecord
+    ) -> None:
+        db.add(
+            TokenUsageRow(
+                call_key=call.call_key,
+                task_id=task_id,
+                tenant_id=tenant_id,
+                provider=call.provider,
+                model=call.model,
+                prompt_tokens=call.usage.prompt_tokens,
+                completion_tokens=call.usage.completion_tokens,
+                cached_tokens=call.cached_tokens,
+                cost_micro_usd=call.usage.cost_micro_usd,
+                latency_ms=call.latency_ms,
+                created_at=_now(),
+            )
+        )
+        await db.execute(
+            update(TaskRow)
+            .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
+            .values(
+                prompt_tokens=TaskRow.prompt_tokens + call.usage.prompt_tokens,
+                completion_tokens=TaskRow.completion_tokens + call.usage.completion_tokens,
+                cost_micro_usd=TaskRow.cost_micro_usd + call.usage.cost_micro_usd,
+            )
+        )
+        data = {
+            "provider": call.provider,
+            "model": call.model,
+            "prompt_tokens": call.usage.prompt_tokens,
+            "completion_tokens": call.usage.completion_tokens,
+            "cost_micro_usd": call.usage.cost_micro_usd,
+            "latency_ms": call.latency_ms,
+        }
+        await self._append(db, tenant_id, task_id, EventType.LLM_CALL, data)
+
+    async def finish(
+        self,
+        tenant_id: str,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: str | None = None,
+        error: TaskError | None = None,
+    ) -> bool:
+        """Move a task to a terminal status once; False when it already was terminal."""
+        if not status.terminal:
+            raise ValueError(f"{status} is not a terminal status")
+        async with self._sessions.begin() as db:
+            row = await self._task_row(db, tenant_id, task_id, lock=True)
+            if TaskStatus(row.status).terminal:
+                return False
+            now = _now()
+            row.status = status.value
+            row.result = result
+            row.error_code = error.code if error else None
+            row.error_message = error.message if error else None
+            row.finished_at = now
+            data: dict[str, Any] = {
+                "status": status.value,
+                "usage": {
+                    "prompt_tokens": row.prompt_tokens,
+                    "completion_tokens": row.completion_tokens,
+                    "cost_micro_usd": row.cost_micro_usd,
+                },
+            }
+            if error is not None:
+                data["error"] = error.model_dump()
+            await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
+            return True
+
+    async def append_event(
+        self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
+    ) -> TaskEvent:
+        async with self._sessions.begin() as db:
+            return await self._append(db, tenant_id, task_id, type_, data)
+
+    async def events_after(
+        self, tenant_id: str, task_id: str, after_seq: int, *, limit: int = 500
+    ) -> Sequence[TaskEvent]:
+        query = (
+            select(EventRow)
+            .where(
+                EventRow.task_id == task_id,
+                EventRow.tenant_id == tenant_id,
+                EventRow.seq > after_seq,
+            )
+            .order_by(EventRow.seq)
+            .limit(limit)
+        )
+        async with self._sessions() as db:
+            rows = (await db.execute(query)).scalars()
+            return [_event(r) for r in rows]
+
+    async def usage_calls(self, tenant_id: str, task_id: str) -> list[LLMCallRecord]:
+        query = (
+            select(TokenUsageRow)
+            .where(TokenUsageRow.task_id == task_id, TokenUsageRow.tenant_id == tenant_id)
+            .order_by(TokenUsageRow.id)
+        )
+        async with self._sessions() as db:
+            rows = (await db.execute(query)).scalars()
+            return [
+                LLMCallRecord(
+                    call_key=r.call_key,
+                    provider=r.provider,
+                    model=r.model,
+                    usage=Usage(
+                        prompt_tokens=r.prompt_tokens,
+                        completion_tokens=r.completion_tokens,
+                        cost_micro_usd=r.cost_micro_usd,
+                    ),
+                    cached_tokens=r.cached_tokens,
+                    latency_ms=r.latency_ms,
+                )
+                for r in rows
+            ]
+
+    async def _next_seq(self, db: AsyncSession, tenant_id: str, task_id: str) -> int:
+        # The UPDATE takes the task's row lock until commit: events of one task are
+        # numbered and committed in one order across processes.
+        seq = await db.scalar(
+            update(TaskRow)
+            .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
+            .values(event_seq=TaskRow.event_seq + 1)
+            .returning(TaskRow.event_seq)
+        )
+        if seq is None:
+            raise NotFound(f"task {task_id} not found", code="task_not_found")
+        return int(seq)
+
+    async def _append(
+        self,
+        db: AsyncSession,
+        tenant_id: str,
+        task_id: str,
+        type_: EventType,
+        data: dict[str, Any],
+    ) -> TaskEvent:
+        seq = await self._next_seq(db, tenant_id, task_id)
+        row = EventRow(
+            task_id=task_id,
+            tenant_id=tenant_id,
+            seq=seq,
+            type=type_.value,
+            data=data,
+            created_at=_now(),
+        )
+        db.add(row)
+        await db.flush()
+        return _event(row)
+
+
+def _task(row: TaskRow) -> Task:
+    return Task(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        session_id=row.session_id,
+        query=row.query,
+        strategy=Strategy(row.strategy),
+        status=TaskStatus(row.status),
+        token_budget=row.token_budget,
+        result=row.result,
+        error=TaskError(code=row.error_code, message=row.error_message or "")
+        if row.error_code
+        else None,
+        usage=Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_micro_usd=row.cost_micro_usd,
+        ),
+        workflow_id=row.workflow_id,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _event(row: EventRow) -> TaskEvent:
+    return TaskEvent(
+        task_id=row.task_id,
+        seq=row.seq,
+        type=EventType(row.type),
+        data=row.data,
+        created_at=row.created_at,
+    )
