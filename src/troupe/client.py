@@ -179,9 +179,13 @@ class AsyncTroupeClient:
                         if event is None:
                             continue
                         cursor = event.seq
+                        policy.failures = 0
                         yield event
                         if _is_terminal(event):
                             return
+                # A clean close without the terminal event: resumed past the end?
+                if (await self.get_task(task_id)).status.terminal:
+                    return
             except _STREAM_ERRORS as exc:
                 await anyio.sleep(policy.next_delay(exc))
 
@@ -279,9 +283,13 @@ class TroupeClient:
                         if event is None:
                             continue
                         cursor = event.seq
+                        policy.failures = 0
                         yield event
                         if _is_terminal(event):
                             return
+                # A clean close without the terminal event: resumed past the end?
+                if self.get_task(task_id).status.terminal:
+                    return
             except _STREAM_ERRORS as exc:
                 time.sleep(policy.next_delay(exc))
 

@@ -1,17 +1,20 @@
 """One nested Settings for the whole platform.
 
-Sources, strongest first: environment variables ``TROUPE_<SECTION>__<KEY>``, the YAML
-file (``config/multi-agent.yaml`` by default), then the defaults below, which equal the
-shipped YAML. An invalid value fails at start with :class:`ConfigError` naming the key.
+Sources, strongest first: explicit overrides from the command line, environment
+variables ``TROUPE_<SECTION>__<KEY>``, the YAML file (``config/multi-agent.yaml`` by
+default), then the defaults below, which equal the shipped YAML. An invalid value fails
+at start with :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from troupe.errors import ConfigError
@@ -65,7 +68,7 @@ class RedisSettings(_Section):
 
 class EventSettings(_Section):
     poll_interval_ms: int = Field(default=500, ge=10, le=60_000)
-    ping_interval_s: float = Field(default=15, gt=0)
+    ping_interval_s: int = Field(default=15, ge=1)
 
 
 class TaskSettings(_Section):
@@ -108,6 +111,14 @@ class LLMSettings(_Section):
         }
     )
 
+    @model_validator(mode="after")
+    def _model_is_priced(self) -> LLMSettings:
+        if self.model not in self.pricing:
+            raise ValueError(
+                f"model {self.model!r} has no llm.pricing entry; every call must be costed"
+            )
+        return self
+
 
 class WorkerSettings(_Section):
     max_concurrent_activities: int = Field(default=50, ge=1)
@@ -144,8 +155,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment must beat it.
-        return (env_settings, init_settings)
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
 
     @property
     def database_url(self) -> str:
@@ -160,8 +170,20 @@ class Settings(BaseSettings):
         return self.temporal.address is None
 
 
+# The YAML file's content while load_settings builds a Settings (sources are classes).
+_yaml_content: ContextVar[dict[str, Any] | None] = ContextVar("troupe_yaml", default=None)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_yaml_content.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_content.get() or {})
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the YAML file (if any), apply env overrides, validate; raise ConfigError."""
+    """Read the YAML file (if any), layer env and ``overrides`` on top; raise ConfigError."""
     file = path if path is not None else DEFAULT_CONFIG_PATH
     data: dict[str, Any] = {}
     if file.exists():
@@ -174,21 +196,13 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         data = loaded or {}
     elif path is not None:
         raise ConfigError(f"config file {file} does not exist")
-    data = _deep_merge(data, overrides)
+    token = _yaml_content.set(data)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file)) from exc
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    finally:
+        _yaml_content.reset(token)
 
 
 def _describe(exc: ValidationError, file: Path) -> str:

@@ -84,7 +84,8 @@ async def _start_storage_and_engine(
     try:
         schema = database.upgrade(engine) if migrate else database.require_current_schema(engine)
         if devserver is not None:
-            await asyncio.gather(asyncio.to_thread(devserver.start), schema)
+            devserver.launch()
+            await asyncio.gather(asyncio.to_thread(devserver.wait_listening), schema)
         else:
             await schema
     except BaseException:

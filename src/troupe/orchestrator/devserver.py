@@ -70,6 +70,15 @@ class TemporalDevServer:
 
     def start(self, *, timeout_s: float = 15) -> None:
         """Start the server and wait until its gRPC port accepts connections."""
+        self.launch()
+        self.wait_listening(timeout_s)
+
+    def launch(self) -> None:
+        """Spawn the server process and return at once.
+
+        Call it from a long-lived thread (the main one): the death signal is tied
+        to the thread that spawned the child, not to the whole process.
+        """
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         args = [
             str(temporal_binary()),
@@ -98,10 +107,9 @@ class TemporalDevServer:
             preexec_fn=_die_with_parent,
         )
         log.close()
-        self._wait_for_port(timeout_s)
-        logger.info("embedded Temporal listening on %s", self.address)
 
-    def _wait_for_port(self, timeout_s: float) -> None:
+    def wait_listening(self, timeout_s: float = 15) -> None:
+        """Block until the gRPC port accepts connections; Unavailable if it never does."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self._process is not None
@@ -112,6 +120,7 @@ class TemporalDevServer:
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    logger.info("embedded Temporal listening on %s", self.address)
                     return
             except OSError:
                 time.sleep(0.02)

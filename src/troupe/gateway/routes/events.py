@@ -36,7 +36,7 @@ async def task_events(
     cursor = int(last_event_id) if last_event_id is not None else (after or 0)
     return EventSourceResponse(
         _stream(services, tenant, task_id, cursor),
-        ping=int(services.settings.events.ping_interval_s),
+        ping=services.settings.events.ping_interval_s,
     )
 
 

@@ -22,9 +22,14 @@ async def healthz() -> HealthView:
 
 @router.get("/readyz", response_model=HealthView, responses={503: {"description": "Not ready"}})
 async def readyz(services: ServicesDep) -> HealthView | JSONResponse:
-    """The database and Temporal answer; 503 names the ones that do not."""
+    """The database, Temporal and the event fan-out answer; 503 names those that do not."""
     checks: dict[str, str] = {}
-    for name, probe in (("database", services.store.ping), ("temporal", services.launcher.ping)):
+    probes = (
+        ("database", services.store.ping),
+        ("temporal", services.launcher.ping),
+        ("events", services.fanout.ping),
+    )
+    for name, probe in probes:
         try:
             await probe()
             checks[name] = "ok"

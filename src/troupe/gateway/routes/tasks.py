@@ -11,7 +11,7 @@ from troupe.domain import Strategy, TaskStatus
 from troupe.errors import InvalidInput, NotFound
 from troupe.gateway.deps import LauncherDep, SettingsDep, StoreDep, TenantDep
 from troupe.gateway.errors import error_body
-from troupe.gateway.schemas import TaskCreate, TaskPageView, TaskView
+from troupe.gateway.schemas import SESSION_ID_PATTERN, TaskCreate, TaskPageView, TaskView
 from troupe.orchestrator.launcher import TASK_ID_PREFIX
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -71,7 +71,7 @@ async def list_tasks(
     tenant: TenantDep,
     store: StoreDep,
     status: TaskStatus | None = None,
-    session_id: Annotated[str | None, Query(max_length=64)] = None,
+    session_id: Annotated[str | None, Query(pattern=SESSION_ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> TaskPageView:

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from troupe.domain import TaskError, TaskStatus
@@ -39,10 +39,13 @@ class TaskWorkflow:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 result_type=str,
             )
-        except (asyncio.CancelledError, CancelledError):
+        except asyncio.CancelledError:
             await self._finish(task, TaskStatus.CANCELLED, None, options)
             raise
         except ActivityError as exc:
+            if is_cancelled_exception(exc):  # the activity acknowledged our cancel
+                await self._finish(task, TaskStatus.CANCELLED, None, options)
+                raise  # the workflow itself ends cancelled
             status, error = _ending_for(exc)
             await self._finish(task, status, error, options)
             return TaskOutcome(task_id=task.task_id, status=status, error=error)
@@ -66,7 +69,9 @@ class TaskWorkflow:
 def _ending_for(exc: ActivityError) -> tuple[TaskStatus, TaskError]:
     cause = exc.cause
     if isinstance(cause, ApplicationError):
-        code = str(cause.details[0]) if cause.details else (cause.type or "agent_failed")
+        # Our errors carry their code as the first detail; anything else is a bug
+        # or an outage inside the agent, reported under one stable code.
+        code = str(cause.details[0]) if cause.details else "agent_failed"
         status = _STATUS_FOR_ERROR_TYPE.get(cause.type or "", TaskStatus.FAILED)
         return status, TaskError(code=code, message=cause.message)
     message = str(cause) if cause is not None else str(exc)

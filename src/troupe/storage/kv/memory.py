@@ -45,5 +45,8 @@ class MemoryEventFanout:
             if not self._listeners[channel]:
                 del self._listeners[channel]
 
+    async def ping(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         self._listeners.clear()

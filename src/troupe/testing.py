@@ -1,0 +1,59 @@
+"""Fakes shipped with the package, for tests of Troupe and of code built on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
+from troupe.llm.pricing import estimate_prompt_tokens
+
+
+def scripted_answer(content: str, *, completion_tokens: int = 10) -> ChatResponse:
+    """A response the ScriptedProvider will return (usage filled in per request)."""
+    return ChatResponse(
+        provider="scripted",
+        model="sim-small",
+        content=content,
+        usage=TokenUsage(prompt_tokens=0, completion_tokens=completion_tokens),
+    )
+
+
+class ScriptedProvider:
+    """Plays back a script of responses and errors, one per call, and records requests.
+
+    The last step repeats when the script runs out. A response's prompt tokens are
+    computed from the request, as a real provider would report them. ``gate``, when
+    given, holds every call until it is set (to test cancellation and slowness).
+    """
+
+    name = "scripted"
+
+    def __init__(
+        self, script: Sequence[ChatResponse | Exception], *, gate: asyncio.Event | None = None
+    ) -> None:
+        if not script:
+            raise ValueError("a script needs at least one step")
+        self._script = list(script)
+        self._gate = gate
+        self.requests: list[ChatRequest] = []
+        self.cancelled = 0
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        step = self._script[min(len(self.requests), len(self._script)) - 1]
+        if self._gate is not None:
+            try:
+                await self._gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        if isinstance(step, Exception):
+            raise step
+        usage = step.usage.model_copy(
+            update={"prompt_tokens": estimate_prompt_tokens(request.messages)}
+        )
+        return step.model_copy(update={"model": request.model, "usage": usage})
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,26 @@
+"""A shared `troupe serve` for the end-to-end tests that only need one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.processes import TroupeProcess
+from troupe.client import TroupeClient
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TroupeProcess]:
+    """`troupe serve` with the embedded defaults and a zero-latency simulated provider."""
+    data = tmp_path_factory.mktemp("serve")
+    process = TroupeProcess("serve", env={"TROUPE_DATA_DIR": str(data)}, log=data / "serve.log")
+    process.start()
+    yield process
+    assert process.stop() == 0, process.output()
+
+
+@pytest.fixture
+def client(served: TroupeProcess) -> Iterator[TroupeClient]:
+    with TroupeClient(served.url) as c:
+        yield c

@@ -1,0 +1,102 @@
+"""Troupe processes for end-to-end tests: started like an operator would, over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from troupe.orchestrator.devserver import free_port
+
+TROUPE = str(Path(sys.executable).parent / "troupe")
+REPO = Path(__file__).parents[2]
+
+
+class TroupeProcess:
+    """`troupe serve | api | worker` as a child process with its own environment."""
+
+    def __init__(
+        self, role: str, *, env: dict[str, str], log: Path, port: int | None = None
+    ) -> None:
+        self.role = role
+        self.port = port if port is not None else free_port()
+        self.env = {
+            **os.environ,
+            "TROUPE_SERVER__HOST": "127.0.0.1",
+            "TROUPE_SERVER__PORT": str(self.port),
+            "TROUPE_LOG__LEVEL": "WARNING",
+            **env,
+        }
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait_ready: bool = True, timeout_s: float = 30) -> TroupeProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [TROUPE, self.role],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if wait_ready and self.role != "worker":
+            self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"troupe {self.role} exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"troupe {self.role} not ready in {timeout_s}s:\n{self.output()}")
+
+    def wait_log(self, needle: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{needle!r} never appeared in the log of troupe {self.role}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, timeout_s: float = 20) -> int:
+        """A graceful stop (SIGTERM); returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise
