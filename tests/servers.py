@@ -8,6 +8,7 @@ none is ever required.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from troupe.orchestrator.devserver import TemporalDevServer, free_port
 
@@ -110,3 +113,25 @@ def wait_for_port(
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout_s}s")
+
+
+async def create_database(server_url: str) -> str:
+    """Create an empty database on the server and return its SQLAlchemy URL."""
+    name = "t_" + secrets.token_hex(6)
+    await _admin(server_url, f"CREATE DATABASE {name}")
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+
+
+async def drop_database(database_url: str, server_url: str) -> None:
+    name = database_url.partition("?")[0].rsplit("/", 1)[1]
+    await _admin(server_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()

@@ -17,6 +17,14 @@ TROUPE = str(Path(sys.executable).parent / "troupe")
 REPO = Path(__file__).parents[2]
 
 
+def child_env(extra: dict[str, str], *, port: int | None = None) -> dict[str, str]:
+    """The environment of a troupe child process: loopback only, quiet logs."""
+    env = {**os.environ, "TROUPE_SERVER__HOST": "127.0.0.1", "TROUPE_LOG__LEVEL": "WARNING"}
+    if port is not None:
+        env["TROUPE_SERVER__PORT"] = str(port)
+    return {**env, **extra}
+
+
 class TroupeProcess:
     """`troupe serve | api | worker` as a child process with its own environment."""
 
@@ -25,13 +33,7 @@ class TroupeProcess:
     ) -> None:
         self.role = role
         self.port = port if port is not None else free_port()
-        self.env = {
-            **os.environ,
-            "TROUPE_SERVER__HOST": "127.0.0.1",
-            "TROUPE_SERVER__PORT": str(self.port),
-            "TROUPE_LOG__LEVEL": "WARNING",
-            **env,
-        }
+        self.env = child_env(env, port=self.port)
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 

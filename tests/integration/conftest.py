@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.servers import create_database, drop_database
 from troupe.storage import database
 
 
@@ -20,21 +19,9 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
         yield f"sqlite+aiosqlite:///{tmp_path / 'troupe.db'}"
         return
     server_url: str = request.getfixturevalue("postgres_url")
-    name = "t_" + secrets.token_hex(6)
-    admin = database.create_engine(server_url)
-    async with admin.connect() as conn:
-        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(
-            text(f"CREATE DATABASE {name}")
-        )
-    await admin.dispose()
-    base, _, query = server_url.partition("?")
-    yield f"{base.rsplit('/', 1)[0]}/{name}?{query}"
-    admin = database.create_engine(server_url)
-    async with admin.connect() as conn:
-        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(
-            text(f"DROP DATABASE {name} WITH (FORCE)")
-        )
-    await admin.dispose()
+    url = await create_database(server_url)
+    yield url
+    await drop_database(url, server_url)
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ async def follow_and_render(
         final = await client.get_task(task.id)
     style = "green" if final.status is TaskStatus.COMPLETED else "red"
     body = final.result or (final.error.message if final.error else "")
-    console.print(Panel(Text(body), title=f"[{style}]{final.status.value}[/{style}]", expand=False))
-    console.print(usage_table(final))
+    out = Console()  # the result to stdout, so it can be piped; progress stays on stderr
+    out.print(Panel(Text(body), title=f"[{style}]{final.status.value}[/{style}]", expand=False))
+    out.print(usage_table(final))
     return 0 if final.status is TaskStatus.COMPLETED else 1

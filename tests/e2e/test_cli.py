@@ -1,0 +1,75 @@
+"""The `troupe` command line, run as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.processes import REPO, TROUPE, TroupeProcess, child_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _troupe(
+    *args: str, env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TROUPE, *args],
+        env=child_env(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_run_against_a_server_prints_result_tokens_and_cost(served: TroupeProcess) -> None:
+    done = _troupe("run", "--server", served.url, "What is durable execution?", env={})
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "completed" in output
+    assert "[simulated sim-small]" in output  # the answer itself, not eaten as markup
+    assert "total tokens" in output
+    assert "cost" in output
+    assert "$0.0000" in output
+
+
+def test_run_without_a_server_uses_an_ephemeral_embedded_platform(tmp_path: Path) -> None:
+    done = _troupe("run", "Hello from the demo", env={"TROUPE_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "embedded Troupe ready" in done.stderr
+    assert "completed" in done.stdout  # the result goes to stdout, progress to stderr
+    assert list(tmp_path.iterdir()) == []  # the ephemeral run kept its state elsewhere
+
+
+def test_run_refused_by_the_server_exits_non_zero(served: TroupeProcess) -> None:
+    done = _troupe("run", "--server", served.url, "x", "--token-budget", "99999999", env={})
+    assert done.returncode == 1
+    assert "budget_too_large" in done.stderr
+
+
+def test_invalid_config_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    done = _troupe(
+        "serve", env={"TROUPE_SERVER__PORT": "seventy", "TROUPE_DATA_DIR": str(tmp_path)}
+    )
+    assert done.returncode == 2
+    assert "server.port" in done.stderr
+    assert "TROUPE_SERVER__PORT" in done.stderr
+
+
+def test_production_roles_refuse_to_start_without_a_shared_temporal(tmp_path: Path) -> None:
+    done = _troupe("api", env={"TROUPE_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 1
+    assert "temporal.address" in done.stderr
+
+
+def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
+    env = {"TROUPE_DATA_DIR": str(tmp_path)}
+    up = _troupe("db", "upgrade", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "database schema at 0001" in up.stderr
+    down = _troupe("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "database schema at base" in down.stderr
