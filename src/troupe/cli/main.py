@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvloop
 from rich.console import Console
 
 from troupe.cli.progress import follow_and_render
@@ -46,7 +47,10 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> None:
     try:
-        code = asyncio.run(main())
+        # uvloop: the API, the worker and the SSE streams share one loop in `serve`,
+        # and its faster I/O and callbacks are CPU the tasks get back.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(main())
     except TroupeError as exc:
         console.print(f"[red]error[/red] {exc.code}: {exc.message}")
         raise typer.Exit(1) from exc

@@ -1,4 +1,8 @@
-"""FastAPI dependencies as Annotated aliases."""
+"""FastAPI dependencies as Annotated aliases.
+
+They are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
+pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ from troupe.storage.repositories import SqlTaskStore
 LOCAL_TENANT = "local"
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _tenant() -> str:
+async def _tenant() -> str:
     return LOCAL_TENANT
 
 
@@ -28,15 +32,15 @@ ServicesDep = Annotated[Services, Depends(_services)]
 TenantDep = Annotated[str, Depends(_tenant)]
 
 
-def _store(services: ServicesDep) -> SqlTaskStore:
+async def _store(services: ServicesDep) -> SqlTaskStore:
     return services.store
 
 
-def _launcher(services: ServicesDep) -> TaskLauncher:
+async def _launcher(services: ServicesDep) -> TaskLauncher:
     return services.launcher
 
 
-def _settings(services: ServicesDep) -> Settings:
+async def _settings(services: ServicesDep) -> Settings:
     return services.settings
 
 

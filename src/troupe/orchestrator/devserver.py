@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 _UNTHROTTLED = (
     "history.transferProcessorMaxPollRPS=10000",
     "history.timerProcessorMaxPollRPS=10000",
+    # Hand the first workflow task and ready activities straight to the worker that
+    # asked, skipping a round through matching (off by default on the dev server).
+    "system.enableEagerWorkflowStart=true",
+    "system.enableActivityEagerExecution=true",
 )
 _PR_SET_PDEATHSIG = 1
 

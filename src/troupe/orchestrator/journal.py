@@ -48,9 +48,9 @@ class TaskJournal:
         result: str | None = None,
         error: TaskError | None = None,
     ) -> None:
-        if not await self._store.finish(tenant_id, task_id, status, result=result, error=error):
-            return
-        task = await self._store.get_task(tenant_id, task_id)
+        task = await self._store.finish(tenant_id, task_id, status, result=result, error=error)
+        if task is None:
+            return  # already ended: a re-delivered write is neither re-announced nor re-counted
         metrics.TASKS_FINISHED.labels(strategy=task.strategy.value, status=status.value).inc()
         elapsed = (task.finished_at or datetime.now(UTC)) - task.created_at
         metrics.TASK_SECONDS.labels(strategy=task.strategy.value, status=status.value).observe(

@@ -80,6 +80,9 @@ class TaskLauncher:
                 ],
                 id=task.workflow_id,
                 task_queue=self._settings.temporal.task_queue,
+                # When a worker shares this client (troupe serve), its first workflow
+                # task comes back with the start reply instead of through a poll.
+                request_eager_start=True,
             )
         except RPCError as exc:
             logger.error("could not start workflow: %s", exc, extra={"task_id": task_id})

@@ -220,6 +220,7 @@ class SqlTaskStore:
                 completion_tokens=TaskRow.completion_tokens + call.usage.completion_tokens,
                 cost_micro_usd=TaskRow.cost_micro_usd + call.usage.cost_micro_usd,
             )
+            .execution_options(synchronize_session=False)
         )
         data = {
             "provider": call.provider,
@@ -239,14 +240,14 @@ class SqlTaskStore:
         *,
         result: str | None = None,
         error: TaskError | None = None,
-    ) -> bool:
-        """Move a task to a terminal status once; False when it already was terminal."""
+    ) -> Task | None:
+        """Move a task to a terminal status once; None when it already was terminal."""
         if not status.terminal:
             raise ValueError(f"{status} is not a terminal status")
         async with self._sessions.begin() as db:
             row = await self._task_row(db, tenant_id, task_id, lock=True)
             if TaskStatus(row.status).terminal:
-                return False
+                return None
             now = _now()
             row.status = status.value
             row.result = result
@@ -264,7 +265,7 @@ class SqlTaskStore:
             if error is not None:
                 data["error"] = error.model_dump()
             await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
-            return True
+            return _task(row)
 
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
@@ -321,6 +322,7 @@ class SqlTaskStore:
             .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
             .values(event_seq=TaskRow.event_seq + 1)
             .returning(TaskRow.event_seq)
+            .execution_options(synchronize_session=False)
         )
         if seq is None:
             raise NotFound(f"task {task_id} not found", code="task_not_found")

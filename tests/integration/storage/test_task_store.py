@@ -97,8 +97,10 @@ async def test_finish_happens_once_and_records_the_ending(store: SqlTaskStore) -
     task_id = await _new(store)
     await store.mark_started("acme", task_id, attempt=1)
     error = TaskError(code="boom", message="it broke")
-    assert await store.finish("acme", task_id, TaskStatus.FAILED, error=error)
-    assert not await store.finish("acme", task_id, TaskStatus.COMPLETED, result="late")
+    ended = await store.finish("acme", task_id, TaskStatus.FAILED, error=error)
+    assert ended is not None
+    assert ended.status is TaskStatus.FAILED
+    assert await store.finish("acme", task_id, TaskStatus.COMPLETED, result="late") is None
     task = await store.get_task("acme", task_id)
     assert task.status is TaskStatus.FAILED
     assert task.error == error
