@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# Byte-compile our sources once: start-up then reads .pyc even where the
+	# environment sets PYTHONDONTWRITEBYTECODE.
+	$(BIN)/python -m compileall -q src
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -20,7 +20,6 @@ from troupe.orchestrator.worker import build_worker
 from troupe.storage.database import create_engine
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.kv.memory import MemoryEventFanout
-from troupe.storage.kv.redis import RedisEventFanout
 from troupe.storage.repositories import SqlTaskStore
 
 logger = logging.getLogger(__name__)
@@ -47,9 +46,7 @@ class Services:
                 echo=settings.database.echo,
             )
         )
-        fanout: EventFanout = (
-            RedisEventFanout(settings.redis.url) if settings.redis.url else MemoryEventFanout()
-        )
+        fanout = build_fanout(settings)
         provider = build_provider(settings)
         journal = TaskJournal(store, fanout)
         client = await connect_temporal(
@@ -71,6 +68,16 @@ class Services:
         await self.provider.aclose()
         await self.fanout.aclose()
         await self.store.aclose()
+
+
+def build_fanout(settings: Settings) -> EventFanout:
+    """Redis pub/sub when configured (many processes), else in-process."""
+    if settings.redis.url is None:
+        return MemoryEventFanout()
+    # Imported only when configured: the redis client costs ~0.1 s of start-up.
+    from troupe.storage.kv.redis import RedisEventFanout
+
+    return RedisEventFanout(settings.redis.url)
 
 
 def build_provider(settings: Settings) -> LLMProvider:

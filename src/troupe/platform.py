@@ -45,11 +45,19 @@ class RunningPlatform:
 
 @contextlib.asynccontextmanager
 async def running_platform(
-    settings: Settings, *, api: bool, worker: bool
+    settings: Settings,
+    *,
+    api: bool,
+    worker: bool,
+    devserver: TemporalDevServer | None = None,
 ) -> AsyncIterator[RunningPlatform]:
-    """Start the requested roles; on exit stop them in reverse order, gracefully."""
-    devserver = await _start_storage_and_engine(settings, migrate=api and worker)
+    """Start the requested roles; on exit stop them in reverse order, gracefully.
+
+    ``devserver`` is an embedded Temporal the caller already launched (so it boots
+    while this module imports); the platform owns it from here on and stops it.
+    """
     try:
+        devserver = await _start_storage_and_engine(settings, devserver, api=api, worker=worker)
         address = devserver.address if devserver else settings.temporal.address
         assert address is not None
         services = await Services.from_settings(settings, temporal_address=address)
@@ -64,34 +72,35 @@ async def running_platform(
 
 
 async def _start_storage_and_engine(
-    settings: Settings, *, migrate: bool
+    settings: Settings, devserver: TemporalDevServer | None, *, api: bool, worker: bool
 ) -> TemporalDevServer | None:
-    """Bring the schema up (or check it) while the embedded Temporal starts."""
-    devserver: TemporalDevServer | None = None
+    """Bring the schema up (or check it) while the embedded Temporal starts.
+
+    Only the all-in-one platform migrates; production roles refuse an old schema.
+    """
+    all_in_one = api and worker
     if settings.embedded:
-        if not migrate:
+        if not all_in_one:
             raise ConfigError(
                 "temporal.address is not set: `troupe api` and `troupe worker` need a shared "
                 "Temporal; use `troupe serve` for the embedded one"
             )
-        devserver = TemporalDevServer(
-            settings.data_dir / "temporal.db",
-            port=settings.temporal.embedded_port,
-            namespace=settings.temporal.namespace,
-        )
+        if devserver is None:
+            devserver = TemporalDevServer.for_settings(settings)
+        if not devserver.launched:
+            devserver.launch()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = database.create_engine(settings.database_url)
     try:
-        schema = database.upgrade(engine) if migrate else database.require_current_schema(engine)
+        schema = (
+            database.ensure_current_schema(engine)
+            if all_in_one
+            else database.require_current_schema(engine)
+        )
         if devserver is not None:
-            devserver.launch()
             await asyncio.gather(asyncio.to_thread(devserver.wait_listening), schema)
         else:
             await schema
-    except BaseException:
-        if devserver is not None:
-            await asyncio.to_thread(devserver.stop)
-        raise
     finally:
         await engine.dispose()
     return devserver

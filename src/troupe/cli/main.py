@@ -8,16 +8,22 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvloop
 from rich.console import Console
 
-from troupe.cli.progress import follow_and_render
 from troupe.config import Settings, load_settings
 from troupe.errors import TroupeError
 from troupe.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from troupe.orchestrator.devserver import TemporalDevServer
+
+# Heavy modules (the platform, the HTTP client) are imported inside the commands that
+# need them: every command pays for its own imports only, and `serve` launches the
+# embedded Temporal before importing the rest so the two overlap.
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Troupe: multi-agent platform")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
@@ -66,13 +72,15 @@ async def _until_signalled() -> None:
 
 
 def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: Any) -> None:
-    from troupe.platform import running_platform, serve_worker_metrics
-
     began = time.perf_counter()
     settings = _settings(config, **overrides)
+    devserver = _launch_embedded_temporal(settings) if api and worker else None
+    from troupe.platform import running_platform, serve_worker_metrics
 
     async def main() -> int:
-        async with running_platform(settings, api=api, worker=worker) as platform:
+        async with running_platform(
+            settings, api=api, worker=worker, devserver=devserver
+        ) as platform:
             roles = " + ".join(r for r, on in (("api", api), ("worker", worker)) if on)
             engine = (
                 f"embedded Temporal {platform.devserver.address}"
@@ -91,6 +99,17 @@ def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: An
         return 0
 
     _run(main)
+
+
+def _launch_embedded_temporal(settings: Settings) -> TemporalDevServer | None:
+    """Launch the embedded Temporal first thing: it boots while the platform imports."""
+    if not settings.embedded:
+        return None
+    from troupe.orchestrator.devserver import TemporalDevServer
+
+    devserver = TemporalDevServer.for_settings(settings)
+    devserver.launch()
+    return devserver
 
 
 HostOption = Annotated[str | None, typer.Option(help="Bind address (server.host)")]
@@ -136,6 +155,8 @@ def run(
     config: ConfigOption = None,
 ) -> None:
     """Submit a task, show its progress live, print its result, tokens and cost."""
+    from troupe.cli.progress import follow_and_render
+
     if server is not None:
         _run(lambda: follow_and_render(server, query, session_id, token_budget, console))
         return
@@ -148,6 +169,7 @@ def run(
 async def _run_embedded(
     settings: Settings, query: str, session_id: str | None, token_budget: int | None
 ) -> int:
+    from troupe.cli.progress import follow_and_render
     from troupe.platform import running_platform
 
     began = time.perf_counter()

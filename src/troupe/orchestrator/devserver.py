@@ -17,6 +17,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from troupe.config import Settings
 from troupe.errors import ConfigError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,19 @@ class TemporalDevServer:
         self.port = port or free_port()
         self.namespace = namespace
         self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TemporalDevServer:
+        """The embedded server the settings ask for, state kept in the data dir."""
+        return cls(
+            settings.data_dir / "temporal.db",
+            port=settings.temporal.embedded_port,
+            namespace=settings.temporal.namespace,
+        )
+
+    @property
+    def launched(self) -> bool:
+        return self._process is not None
 
     @property
     def address(self) -> str:

@@ -52,6 +52,22 @@ async def test_migrated_schema_matches_the_models(empty_database_url: str) -> No
         await engine.dispose()
 
 
+def test_the_start_up_head_constant_is_the_scripts_head() -> None:
+    assert database.head_revision() == database.SCHEMA_HEAD
+
+
+async def test_ensure_current_schema_migrates_once(empty_database_url: str) -> None:
+    engine = database.create_engine(empty_database_url)
+    try:
+        await database.ensure_current_schema(engine)
+        assert await database.current_revision(engine) == database.SCHEMA_HEAD
+        await database.ensure_current_schema(engine)  # already current: a no-op
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_tables) == TABLES
+    finally:
+        await engine.dispose()
+
+
 async def test_unmigrated_database_is_refused_with_the_fix(empty_database_url: str) -> None:
     engine = database.create_engine(empty_database_url)
     try:
