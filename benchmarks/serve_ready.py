@@ -5,7 +5,8 @@ child process with a fresh temporary data dir and a free loopback port, and meas
 the time from the launch (just before ``Popen``) to the first 200 from ``/readyz``,
 polled every 10 ms. It also notes when ``/readyz`` first answered at all (the HTTP
 server is up but a dependency may still answer 503) and the server's own "Troupe ready
-... in X.XXs" figure, which starts after the interpreter and imports. Then it sends
+... in X.XXs" figure, which starts once the CLI module is imported (so it leaves out the
+interpreter start and the CLI's own imports, but counts the platform's). Then it sends
 SIGTERM and measures the time until the process has exited, checking that nothing in
 its process group (the embedded Temporal server) is left behind.
 

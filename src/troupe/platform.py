@@ -56,8 +56,18 @@ async def running_platform(
     ``devserver`` is an embedded Temporal the caller already launched (so it boots
     while this module imports); the platform owns it from here on and stops it.
     """
+    all_in_one = api and worker
+    if settings.embedded:
+        if not all_in_one:
+            raise ConfigError(
+                "temporal.address is not set: `troupe api` and `troupe worker` need a shared "
+                "Temporal; use `troupe serve` for the embedded one"
+            )
+        devserver = devserver or TemporalDevServer.for_settings(settings)
     try:
-        devserver = await _start_storage_and_engine(settings, devserver, api=api, worker=worker)
+        if devserver is not None and not devserver.launched:
+            devserver.launch()
+        await _prepare_storage(settings, devserver, migrate=all_in_one)
         address = devserver.address if devserver else settings.temporal.address
         assert address is not None
         services = await Services.from_settings(settings, temporal_address=address)
@@ -71,30 +81,19 @@ async def running_platform(
             await asyncio.to_thread(devserver.stop)
 
 
-async def _start_storage_and_engine(
-    settings: Settings, devserver: TemporalDevServer | None, *, api: bool, worker: bool
-) -> TemporalDevServer | None:
+async def _prepare_storage(
+    settings: Settings, devserver: TemporalDevServer | None, *, migrate: bool
+) -> None:
     """Bring the schema up (or check it) while the embedded Temporal starts.
 
     Only the all-in-one platform migrates; production roles refuse an old schema.
     """
-    all_in_one = api and worker
-    if settings.embedded:
-        if not all_in_one:
-            raise ConfigError(
-                "temporal.address is not set: `troupe api` and `troupe worker` need a shared "
-                "Temporal; use `troupe serve` for the embedded one"
-            )
-        if devserver is None:
-            devserver = TemporalDevServer.for_settings(settings)
-        if not devserver.launched:
-            devserver.launch()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = database.create_engine(settings.database_url)
     try:
         schema = (
             database.ensure_current_schema(engine)
-            if all_in_one
+            if migrate
             else database.require_current_schema(engine)
         )
         if devserver is not None:
@@ -103,7 +102,6 @@ async def _start_storage_and_engine(
             await schema
     finally:
         await engine.dispose()
-    return devserver
 
 
 @contextlib.asynccontextmanager

@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.processes import REPO, TROUPE, TroupeProcess, child_env
 from tests.servers import create_database, drop_database
 from troupe.client import TroupeClient
+from troupe.orchestrator.devserver import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +27,8 @@ class Topology:
         self.logs = logs
         self.processes: list[TroupeProcess] = []
 
-    def start(self, role: str, name: str) -> TroupeProcess:
-        process = TroupeProcess(role, env=self.env, log=self.logs / f"{name}.log")
+    def start(self, role: str, name: str, **extra_env: str) -> TroupeProcess:
+        process = TroupeProcess(role, env={**self.env, **extra_env}, log=self.logs / f"{name}.log")
         self.processes.append(process)
         process.start()
         if role == "worker":
@@ -81,8 +83,9 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
     topology: Topology,
 ) -> None:
     api_a, api_b = topology.start("api", "api-a"), topology.start("api", "api-b")
-    topology.start("worker", "worker-a")
-    topology.start("worker", "worker-b")
+    metrics_ports = free_port(), free_port()
+    topology.start("worker", "worker-a", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[0]))
+    topology.start("worker", "worker-b", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[1]))
     with TroupeClient(api_a.url) as a, TroupeClient(api_b.url) as b:
         via_a = a.submit_task("submitted through A")
         via_b = b.submit_task("submitted through B")
@@ -94,6 +97,14 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
             assert events[-1] == "task.completed"
         assert a.get_task(via_b.id).result
         assert b.get_task(via_a.id).result
+    # Task outcomes are counted where they happen: in the workers' own /metrics.
+    finished = 0.0
+    for port in metrics_ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        for line in text.splitlines():
+            if line.startswith("troupe_tasks_finished_total{") and 'status="completed"' in line:
+                finished += float(line.rsplit(" ", 1)[1])
+    assert finished == 2
 
 
 def test_killing_an_api_and_a_worker_loses_no_accepted_task(topology: Topology) -> None:

@@ -51,6 +51,11 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
+def _fail(exc: TroupeError) -> typer.Exit:
+    console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+    return typer.Exit(1)
+
+
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> None:
     try:
         # uvloop: the API, the worker and the SSE streams share one loop in `serve`,
@@ -58,8 +63,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(main())
     except TroupeError as exc:
-        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc
     raise typer.Exit(code)
 
 
@@ -74,7 +78,10 @@ async def _until_signalled() -> None:
 def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: Any) -> None:
     began = time.perf_counter()
     settings = _settings(config, **overrides)
-    devserver = _launch_embedded_temporal(settings) if api and worker else None
+    try:
+        devserver = _launch_embedded_temporal(settings) if api and worker else None
+    except TroupeError as exc:
+        raise _fail(exc) from exc
     from troupe.platform import running_platform, serve_worker_metrics
 
     async def main() -> int:

@@ -63,10 +63,13 @@ async def follow_and_render(
         for column in ("#", "event", "detail"):
             events.add_column(column)
         spinner = Spinner("dots", text="running")
-        with Live(Group(events, spinner), console=console, refresh_per_second=12, transient=False):
+        with Live(
+            Group(events, spinner), console=console, refresh_per_second=12, transient=False
+        ) as live:
             async for event in client.follow(task.id):
                 events.add_row(str(event.seq), event.type, _event_line(event))
-            spinner.update(text="done")
+            live.update(events)  # the spinner goes; the table of events stays
+        console.line()
         final = await client.get_task(task.id)
     style = "green" if final.status is TaskStatus.COMPLETED else "red"
     body = final.result or (final.error.message if final.error else "")

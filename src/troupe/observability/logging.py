@@ -42,5 +42,13 @@ def configure_logging(settings: LogSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     # Temporal's and uvicorn's access chatter stays out of INFO.
-    for noisy in ("uvicorn.access", "httpx", "alembic", "temporalio.activity", "temporalio.worker"):
+    noisy_loggers = (
+        "uvicorn.access",
+        "uvicorn.error",
+        "httpx",
+        "alembic",
+        "temporalio.activity",
+        "temporalio.worker",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

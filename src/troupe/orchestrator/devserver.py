@@ -23,7 +23,7 @@ from troupe.errors import ConfigError, Unavailable
 logger = logging.getLogger(__name__)
 
 # The dev server throttles hand-offs from history to matching at 20/s by default,
-# which adds ~50 ms to every dispatch after the first few (see ARCHITECTURE.md).
+# which adds ~50 ms to every dispatch after the first few (docs/architecture.md).
 _UNTHROTTLED = (
     "history.transferProcessorMaxPollRPS=10000",
     "history.timerProcessorMaxPollRPS=10000",
