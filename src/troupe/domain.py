@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TaskStatus(enum.StrEnum):
@@ -114,3 +114,33 @@ class TaskEvent(BaseModel):
     type: EventType
     data: dict[str, Any]
     created_at: datetime
+
+
+ModelTier = Literal["small", "medium", "large"]
+NODE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class PlanNode(BaseModel):
+    """One sub-task of a plan: an agent with a role, instructions and its inputs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=NODE_ID_PATTERN, description="Unique within the plan.")
+    role: str = Field(min_length=1, max_length=200, description="Who the agent is.")
+    instructions: str = Field(min_length=1, max_length=4000, description="What it must do.")
+    tier: ModelTier = Field(default="medium", description="Model tier the agent uses.")
+    tools: tuple[str, ...] = Field(default=(), description="Tools the agent may call.")
+    depends_on: tuple[str, ...] = Field(
+        default=(), description="Ids of nodes whose outputs this node needs."
+    )
+
+
+class Plan(BaseModel):
+    """A task as a DAG of agents, fanned in by a synthesis step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nodes: tuple[PlanNode, ...] = Field(min_length=1)
+    synthesis: str = Field(
+        min_length=1, max_length=4000, description="How to combine the nodes' outputs."
+    )
