@@ -21,200 +21,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
+from serving import BenchError, ServeProcess, Shutdown, exit_on_sigterm
 
 from troupe.client import AsyncTroupeClient, TroupeAPIError, TroupeClient
+from troupe.gateway.schemas import TaskView
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PERCENTILE_METHOD = 'statistics.quantiles(data, n=100, method="inclusive")'
 TARGET_P50_MS = 100.0  # concurrency 1 only
 TARGET_P99_MS = 150.0  # concurrency 1 only
 QUERY = "Summarise the trade-offs of event sourcing (benchmark task {index})"
 
 
-class BenchError(Exception):
-    """The server or a task misbehaved; the message says exactly what was seen."""
-
-
 class DeadlineExceeded(BaseException):
     """Raised by SIGALRM. A BaseException, so that no library retry loop swallows it."""
-
-
-# --------------------------------------------------------------------------- server
-
-
-@dataclass
-class Shutdown:
-    seconds: float | None  # SIGTERM → exit; None when it had to be killed or was gone
-    returncode: int | None
-    problem: str | None  # anything other than a clean exit, verbatim
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _troupe_script() -> Path:
-    script = Path(sys.executable).parent / "troupe"
-    if not script.exists():
-        raise BenchError(f"{script} not found: run this with the project's venv python")
-    return script
-
-
-def _group_members(pgid: int) -> list[str]:
-    """Live (non-zombie) processes in process group ``pgid``, as "pid name" (Linux /proc)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # exited meanwhile
-        name = text[text.find("(") + 1 : text.rfind(")")]
-        state, _ppid, pgrp = text[text.rfind(")") + 2 :].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            members.append(f"{stat.parent.name} {name}")
-    return members
-
-
-class ServeProcess:
-    """One `troupe serve` child in its own session, state in a fresh temp dir."""
-
-    def __init__(self, *, latency_ms: int) -> None:
-        self._scratch = tempfile.TemporaryDirectory(prefix="troupe-bench-")
-        root = Path(self._scratch.name)
-        self.data_dir = root / "data"
-        self.log_path = root / "serve.log"
-        self.port = _free_loopback_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.latency_ms = latency_ms
-        self.process: subprocess.Popen[bytes] | None = None
-        self.dropped_env: list[str] = []
-
-    def _env(self) -> dict[str, str]:
-        # A launcher must hand the caller's environment on (PATH, HOME, ...); inherited
-        # TROUPE_* settings are dropped so that every run sees the same configuration.
-        inherited = dict(os.environ)  # noqa: TID251 - passing the environment to a child
-        self.dropped_env = sorted(k for k in inherited if k.startswith("TROUPE_"))
-        env = {k: v for k, v in inherited.items() if not k.startswith("TROUPE_")}
-        env.update(
-            TROUPE_DATA_DIR=str(self.data_dir),
-            TROUPE_SERVER__HOST="127.0.0.1",
-            TROUPE_SERVER__PORT=str(self.port),
-            TROUPE_LLM__SIMULATION__LATENCY_MS=str(self.latency_ms),
-            TROUPE_LLM__SIMULATION__FAILURE_RATE="0",
-        )
-        return env
-
-    def launch(self) -> float:
-        """Start the child (cwd = repo root, so config/multi-agent.yaml applies)."""
-        args = [str(_troupe_script()), "serve"]
-        env = self._env()
-        with self.log_path.open("wb") as log:
-            began = time.perf_counter()
-            self.process = subprocess.Popen(
-                args,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: nothing can be left behind
-            )
-        return began
-
-    def wait_ready(self, *, timeout_s: float, poll_s: float = 0.01) -> float:
-        """Poll /readyz until the first 200; return the perf_counter() of that answer."""
-        assert self.process is not None
-        deadline = time.perf_counter() + timeout_s
-        last = "no answer yet (connection refused)"
-        # An explicit transport: no proxy from the environment, straight to 127.0.0.1.
-        with httpx.Client(transport=httpx.HTTPTransport(), timeout=2.0) as http:
-            while time.perf_counter() < deadline:
-                if self.process.poll() is not None:
-                    raise BenchError(
-                        f"troupe serve exited with code {self.process.returncode} before "
-                        "/readyz answered 200"
-                    )
-                try:
-                    response = http.get(f"{self.base_url}/readyz")
-                except httpx.TransportError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                else:
-                    if response.status_code == 200:
-                        return time.perf_counter()
-                    last = f"{response.status_code} {response.text[:300]}"
-                time.sleep(poll_s)
-        raise BenchError(f"/readyz did not answer 200 within {timeout_s:g} s; last: {last}")
-
-    def stop(self, *, timeout_s: float = 30.0) -> Shutdown:
-        """SIGTERM and wait; a child that does not exit is reported, then killed."""
-        process = self.process
-        if process is None:
-            return Shutdown(None, None, "never started")
-        problems = []
-        seconds: float | None = None
-        if process.poll() is not None:
-            problems.append(f"had already exited with code {process.returncode}")
-        else:
-            began = time.perf_counter()
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-                seconds = time.perf_counter() - began
-            except subprocess.TimeoutExpired:
-                problems.append(f"did not exit within {timeout_s:g} s of SIGTERM; killed")
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process.returncode != 0 and not problems:
-            problems.append(f"exited with code {process.returncode} after SIGTERM")
-        leftovers = self._reap_group(process.pid)
-        if leftovers:
-            problems.append(f"left processes behind (killed): {', '.join(leftovers)}")
-        return Shutdown(seconds, process.returncode, "; ".join(problems) or None)
-
-    @staticmethod
-    def _reap_group(pgid: int, grace_s: float = 5.0) -> list[str]:
-        deadline = time.perf_counter() + grace_s
-        members = _group_members(pgid)
-        while members and time.perf_counter() < deadline:
-            time.sleep(0.05)
-            members = _group_members(pgid)
-        if members:
-            with suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        return members
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        tail = self.log_text().splitlines()[-lines:]
-        return "--- last lines of troupe serve output ---\n" + "\n".join(tail)
-
-    def cleanup(self) -> None:
-        self._scratch.cleanup()
 
 
 # --------------------------------------------------------------------------- tasks
@@ -246,18 +77,33 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _stuck_message(task_id: str | None, timeout_s: float, state: str) -> str:
+def _sample(task_id: str, final: TaskView, began: float) -> Sample:
+    """The Sample of a task that ``wait()`` has just returned; ``began`` is before submit."""
+    wall_ms = (time.perf_counter() - began) * 1000
+    return Sample(
+        task_id, str(final.status), wall_ms, _span_ms(final.created_at, final.finished_at)
+    )
+
+
+def _unreadable(exc: BaseException) -> str:
+    """The server-side state of a stuck task when even reading it failed."""
+    return f"could not read the task: {type(exc).__name__}"
+
+
+def _stuck(task_id: str | None, timeout_s: float, state: str) -> BenchError:
+    """A task (or its submission) that did not finish within ``timeout_s``."""
     if task_id is None:
-        return f"submit_task did not answer within {timeout_s:g} s"
-    return (
+        return BenchError(f"submit_task did not answer within {timeout_s:g} s")
+    return BenchError(
         f"task {task_id} did not reach a terminal event within {timeout_s:g} s "
         f"(server says: {state})"
     )
 
 
-def _api_failure(task_id: str | None, exc: Exception) -> str:
+def _api_failure(task_id: str | None, exc: Exception) -> BenchError:
+    """An API or HTTP error while submitting or waiting for a task."""
     what = f"task {task_id}" if task_id else "submit_task"
-    return f"{what} failed: {type(exc).__name__}: {exc}"
+    return BenchError(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
 def _run_one_sync(client: TroupeClient, index: int, timeout_s: float) -> Sample:
@@ -274,14 +120,11 @@ def _run_one_sync(client: TroupeClient, index: int, timeout_s: float) -> Sample:
                 with _deadline(5.0):
                     state = f"status {client.get_task(task_id).status}"
             except (Exception, DeadlineExceeded) as exc:
-                state = f"could not read the task: {type(exc).__name__}"
-        raise BenchError(_stuck_message(task_id, timeout_s, state)) from None
+                state = _unreadable(exc)
+        raise _stuck(task_id, timeout_s, state) from None
     except (TroupeAPIError, httpx.HTTPError) as exc:
-        raise BenchError(_api_failure(task_id, exc)) from exc
-    wall_ms = (time.perf_counter() - began) * 1000
-    return Sample(
-        task_id, str(final.status), wall_ms, _span_ms(final.created_at, final.finished_at)
-    )
+        raise _api_failure(task_id, exc) from exc
+    return _sample(task_id, final, began)
 
 
 def run_sequential(base_url: str, first: int, count: int, timeout_s: float) -> list[Sample]:
@@ -303,14 +146,11 @@ async def _run_one_async(client: AsyncTroupeClient, index: int, timeout_s: float
                 async with asyncio.timeout(5.0):
                     state = f"status {(await client.get_task(task_id)).status}"
             except Exception as exc:
-                state = f"could not read the task: {type(exc).__name__}"
-        raise BenchError(_stuck_message(task_id, timeout_s, state)) from None
+                state = _unreadable(exc)
+        raise _stuck(task_id, timeout_s, state) from None
     except (TroupeAPIError, httpx.HTTPError) as exc:
-        raise BenchError(_api_failure(task_id, exc)) from exc
-    wall_ms = (time.perf_counter() - began) * 1000
-    return Sample(
-        task_id, str(final.status), wall_ms, _span_ms(final.created_at, final.finished_at)
-    )
+        raise _api_failure(task_id, exc) from exc
+    return _sample(task_id, final, began)
 
 
 async def _run_concurrent(
@@ -479,10 +319,6 @@ def _run(args: argparse.Namespace, base_url: str, first: int, count: int) -> lis
     return run_concurrent(base_url, first, count, args.concurrency, args.task_timeout)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the server
-
-
 @dataclass
 class Measured:
     ready_s: float
@@ -496,7 +332,7 @@ def measure(
     launched = server.launch()
     if server.dropped_env:
         note(f"(not passed to troupe serve: {', '.join(server.dropped_env)})")
-    ready_s = server.wait_ready(timeout_s=args.ready_timeout) - launched
+    ready_s = server.wait_ready(timeout_s=args.ready_timeout).ready - launched
     note(f"troupe serve ready at {server.base_url} after {ready_s:.2f} s; warming up")
     if args.warmup:
         _run(args, server.base_url, 0, args.warmup)
@@ -514,12 +350,17 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
 
     def note(message: str) -> None:
         print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    server = ServeProcess(latency_ms=args.latency_ms)
+    server = ServeProcess(
+        {
+            "TROUPE_LLM__SIMULATION__LATENCY_MS": str(args.latency_ms),
+            "TROUPE_LLM__SIMULATION__FAILURE_RATE": "0",
+        }
+    )
     measured: Measured | None = None
     aborted: BenchError | None = None
     try:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from troupe.domain import ModelTier
 from troupe.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/multi-agent.yaml")
@@ -90,6 +91,7 @@ class SimulationSettings(_Section):
     latency_ms: int = Field(default=0, ge=0)
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = 0
+    plan_width: int = Field(default=3, ge=1, le=32)
 
 
 class ModelPrice(_Section):
@@ -99,9 +101,17 @@ class ModelPrice(_Section):
     output: int = Field(ge=0)
 
 
+_DEFAULT_TIERS: dict[ModelTier, str] = {
+    "small": "sim-small",
+    "medium": "sim-small",
+    "large": "sim-large",
+}
+
+
 class LLMSettings(_Section):
     provider: Literal["simulation"] = "simulation"
-    model: str = "sim-small"
+    tiers: dict[ModelTier, str] = Field(default_factory=lambda: dict(_DEFAULT_TIERS))
+    default_tier: ModelTier = "medium"
     max_tokens: int = Field(default=512, ge=1)
     simulation: SimulationSettings = SimulationSettings()
     pricing: dict[str, ModelPrice] = Field(
@@ -112,12 +122,31 @@ class LLMSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _model_is_priced(self) -> LLMSettings:
-        if self.model not in self.pricing:
-            raise ValueError(
-                f"model {self.model!r} has no llm.pricing entry; every call must be costed"
-            )
+    def _tiers_are_complete_and_priced(self) -> LLMSettings:
+        missing = [t for t in ("small", "medium", "large") if t not in self.tiers]
+        if missing:
+            raise ValueError(f"tiers needs a model for {', '.join(missing)}")
+        for tier, model in self.tiers.items():
+            if model not in self.pricing:
+                raise ValueError(
+                    f"the {tier} tier's model {model!r} has no llm.pricing entry; "
+                    "every call must be costed"
+                )
         return self
+
+    def model_for(self, tier: ModelTier) -> str:
+        return self.tiers[tier]
+
+
+class OrchestratorSettings(_Section):
+    max_parallel_agents: int = Field(default=5, ge=1, le=64)
+    max_nodes: int = Field(default=8, ge=1, le=64)
+    failure_policy: Literal["fail", "continue"] = "fail"
+    planner_tier: ModelTier = "small"
+    synthesis_tier: ModelTier = "medium"
+    node_output_chars: int = Field(default=4000, ge=100)
+    dag_min_words: int = Field(default=60, ge=1)
+    dag_min_markers: int = Field(default=3, ge=1)
 
 
 class WorkerSettings(_Section):
@@ -144,6 +173,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     tasks: TaskSettings = TaskSettings()
     llm: LLMSettings = LLMSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
     worker: WorkerSettings = WorkerSettings()
 
     @classmethod

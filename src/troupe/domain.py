@@ -23,9 +23,18 @@ class TaskStatus(enum.StrEnum):
 
 
 class Strategy(enum.StrEnum):
-    """How a task is executed. Only ``simple`` exists until the orchestrator grows."""
+    """How a task is executed: one agent, or a planned DAG of agents."""
 
     SIMPLE = "simple"
+    DAG = "dag"
+
+
+class NodeStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class EventType(enum.StrEnum):
@@ -33,6 +42,12 @@ class EventType(enum.StrEnum):
     STARTED = "task.started"
     CANCEL_REQUESTED = "task.cancel_requested"
     LLM_CALL = "llm.call"
+    PLAN_CREATED = "plan.created"
+    PLAN_FALLBACK = "plan.fallback"
+    NODE_STARTED = "node.started"
+    NODE_COMPLETED = "node.completed"
+    NODE_FAILED = "node.failed"
+    NODE_SKIPPED = "node.skipped"
     COMPLETED = "task.completed"
     FAILED = "task.failed"
     CANCELLED = "task.cancelled"
@@ -83,39 +98,6 @@ class TaskError(BaseModel):
     message: str
 
 
-class Task(BaseModel):
-    """One submitted task as storage knows it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    tenant_id: str
-    session_id: str | None
-    query: str
-    strategy: Strategy
-    status: TaskStatus
-    token_budget: int
-    result: str | None
-    error: TaskError | None
-    usage: Usage
-    workflow_id: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-class TaskEvent(BaseModel):
-    """One entry of a task's event stream; ``seq`` is gap-free per task from 1."""
-
-    model_config = ConfigDict(frozen=True)
-
-    task_id: str
-    seq: int
-    type: EventType
-    data: dict[str, Any]
-    created_at: datetime
-
-
 ModelTier = Literal["small", "medium", "large"]
 NODE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -144,3 +126,55 @@ class Plan(BaseModel):
     synthesis: str = Field(
         min_length=1, max_length=4000, description="How to combine the nodes' outputs."
     )
+
+
+class Task(BaseModel):
+    """One submitted task as storage knows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_id: str
+    session_id: str | None
+    query: str
+    strategy: Strategy
+    status: TaskStatus
+    token_budget: int
+    result: str | None
+    error: TaskError | None
+    usage: Usage
+    workflow_id: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    plan: Plan | None = None
+
+
+class NodeRun(BaseModel):
+    """How one plan node ran (or did not)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    role: str
+    tier: str
+    depends_on: tuple[str, ...]
+    status: NodeStatus
+    output: str | None
+    error: TaskError | None
+    usage: Usage
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TaskEvent(BaseModel):
+    """One entry of a task's event stream; ``seq`` is gap-free per task from 1."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    seq: int
+    type: EventType
+    data: dict[str, Any]
+    created_at: datetime

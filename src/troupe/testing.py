@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
 from troupe.llm.pricing import estimate_prompt_tokens
@@ -54,6 +54,41 @@ class ScriptedProvider:
             update={"prompt_tokens": estimate_prompt_tokens(request.messages)}
         )
         return step.model_copy(update={"model": request.model, "usage": usage})
+
+    async def aclose(self) -> None:
+        return None
+
+
+Responder = Callable[[ChatRequest], Awaitable[ChatResponse | str]]
+
+
+class FunctionProvider:
+    """A provider whose every answer comes from a test's async function.
+
+    The function gets the request and returns a ChatResponse, or just the text (usage
+    is then estimated from the request and the text), or raises. Calls are recorded.
+    """
+
+    name = "function"
+
+    def __init__(self, respond: Responder) -> None:
+        self._respond = respond
+        self.requests: list[ChatRequest] = []
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        answer = await self._respond(request)
+        if isinstance(answer, ChatResponse):
+            return answer
+        return ChatResponse(
+            provider=self.name,
+            model=request.model,
+            content=answer,
+            usage=TokenUsage(
+                prompt_tokens=estimate_prompt_tokens(request.messages),
+                completion_tokens=max(1, len(answer) // 4),
+            ),
+        )
 
     async def aclose(self) -> None:
         return None

@@ -69,7 +69,7 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     env = {"TROUPE_DATA_DIR": str(tmp_path)}
     up = _troupe("db", "upgrade", env=env)
     assert up.returncode == 0, up.stderr
-    assert "database schema at 0001" in up.stderr
+    assert "database schema at 0002" in up.stderr
     down = _troupe("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "database schema at base" in down.stderr

@@ -1,93 +1,115 @@
-"""The simple agent: one LLM call answers the task, metered and bounded by its budget."""
+"""Agents: the simple agent, a plan node's agent, and the synthesis that fans them in.
+
+Each records its own progress in the journal (start, metered call, output), so the
+workflow needs no extra activity per status change.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-from troupe.config import LLMSettings
-from troupe.domain import TaskStatus, Usage
-from troupe.errors import BudgetExceeded
-from troupe.llm.base import LLMProvider
-from troupe.llm.messages import ChatMessage, ChatRequest
-from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
+from troupe.agents.metering import CallContext, MeteredLLM
+from troupe.config import LLMSettings, OrchestratorSettings
+from troupe.domain import PlanNode, TaskStatus
+from troupe.llm.messages import ChatMessage
 from troupe.orchestrator.journal import TaskJournal
-from troupe.storage.repositories import LLMCallRecord
+from troupe.orchestrator.payloads import Gap, NodeOutput
 
-SYSTEM_PROMPT = (
+SIMPLE_PROMPT = (
     "You are a careful assistant working inside Troupe. Answer the task directly and "
     "concisely; say what you assumed."
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AgentJob:
-    tenant_id: str
-    task_id: str
-    query: str
-    token_budget: int
-    attempt: int
-    # Unique per activity attempt: the metering key of every call this attempt makes.
-    attempt_key: str
+class AgentRuntime:
+    """Runs agents through the metered LLM and records what they did."""
 
-
-@dataclass(frozen=True, slots=True)
-class AgentAnswer:
-    content: str
-    usage: Usage
-
-
-class SimpleAgent:
-    """Answers a task with one LLM call; records start, usage and result in the journal."""
-
-    def __init__(self, provider: LLMProvider, journal: TaskJournal, settings: LLMSettings) -> None:
-        self._provider = provider
+    def __init__(
+        self,
+        llm: MeteredLLM,
+        journal: TaskJournal,
+        llm_settings: LLMSettings,
+        orchestrator: OrchestratorSettings,
+    ) -> None:
+        self._llm = llm
         self._journal = journal
-        self._settings = settings
+        self._llm_settings = llm_settings
+        self._orchestrator = orchestrator
 
-    async def run(self, job: AgentJob) -> AgentAnswer:
-        task = await self._journal.started(job.tenant_id, job.task_id, attempt=job.attempt)
+    async def answer(self, ctx: CallContext, query: str, *, attempt: int) -> str:
+        """The simple strategy: one agent answers; the task completes with its answer."""
+        task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
         messages = (
-            ChatMessage(role="system", content=SYSTEM_PROMPT),
-            ChatMessage(role="user", content=job.query),
+            ChatMessage(role="system", content=SIMPLE_PROMPT),
+            ChatMessage(role="user", content=query),
         )
-        # Earlier attempts' calls were real and paid for: they count against the budget.
-        spent = task.usage.total_tokens
-        max_tokens = self._completion_allowance(job, spent + estimate_prompt_tokens(messages))
-        request = ChatRequest(model=self._settings.model, messages=messages, max_tokens=max_tokens)
-        started = time.perf_counter()
-        response = await self._provider.complete(request)
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        usage = Usage(
-            prompt_tokens=response.usage.prompt_tokens,
-            completion_tokens=response.usage.completion_tokens,
-            cost_micro_usd=cost_micro_usd(
-                response.usage, price_for(response.model, self._settings.pricing)
-            ),
+        metered = await self._llm.call(
+            ctx, messages, tier=self._llm_settings.default_tier, spent=task.usage.total_tokens
         )
-        await self._journal.llm_call(
-            job.tenant_id,
-            job.task_id,
-            LLMCallRecord(
-                call_key=f"{job.attempt_key}:0",
-                provider=response.provider,
-                model=response.model,
-                usage=usage,
-                cached_tokens=response.usage.cached_tokens,
-                latency_ms=latency_ms,
-            ),
-        )
+        await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
+        content = metered.response.content
         await self._journal.finished(
-            job.tenant_id, job.task_id, TaskStatus.COMPLETED, result=response.content
+            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content
         )
-        return AgentAnswer(content=response.content, usage=usage)
+        return content
 
-    def _completion_allowance(self, job: AgentJob, committed: int) -> int:
-        """Shrink max_tokens so spent + prompt + completion fits; refuse if nothing fits."""
-        room = job.token_budget - committed
-        if room < 1:
-            raise BudgetExceeded(
-                f"this call needs ~{committed} tokens before any answer; "
-                f"the task's budget is {job.token_budget}"
-            )
-        return min(self._settings.max_tokens, room)
+    async def run_node(
+        self,
+        ctx: CallContext,
+        query: str,
+        node: PlanNode,
+        inputs: tuple[NodeOutput, ...],
+        *,
+        attempt: int,
+    ) -> str:
+        """One plan node: its agent works on its part with its dependencies' outputs."""
+        await self._journal.node_started(ctx.tenant_id, ctx.task_id, node.id, attempt=attempt)
+        task = await self._journal.task(ctx.tenant_id, ctx.task_id)
+        system = f"You are {node.role}, one agent of a team working on a task. {node.instructions}"
+        user = f"Task: {query}"
+        if inputs:
+            shared = "\n\n".join(f"## {i.node_id} ({i.role})\n{i.output}" for i in inputs)
+            user += f"\n\nWhat the agents you depend on found:\n\n{shared}"
+        messages = (
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content=user),
+        )
+        metered = await self._llm.call(ctx, messages, tier=node.tier, spent=task.usage.total_tokens)
+        output = metered.response.content[: self._orchestrator.node_output_chars]
+        await self._journal.node_completed(
+            ctx.tenant_id, ctx.task_id, node.id, output, metered.record
+        )
+        return output
+
+    async def synthesize(
+        self,
+        ctx: CallContext,
+        query: str,
+        how: str,
+        outputs: tuple[NodeOutput, ...],
+        gaps: tuple[Gap, ...],
+    ) -> str:
+        """Fan in: one answer from every node's output; completes the task."""
+        task = await self._journal.task(ctx.tenant_id, ctx.task_id)
+        parts = [f"Task: {query}", "Agent outputs:"]
+        parts += [f"## {o.node_id} ({o.role})\n{o.output}" for o in outputs]
+        if gaps:
+            missing = "\n".join(f"- {g.node_id}: {g.reason}" for g in gaps)
+            parts.append(f"Missing (say so in the answer):\n{missing}")
+        messages = (
+            ChatMessage(
+                role="system",
+                content=f"You combine the work of several agents into the final answer. {how}",
+            ),
+            ChatMessage(role="user", content="\n\n".join(parts)),
+        )
+        metered = await self._llm.call(
+            ctx,
+            messages,
+            tier=self._orchestrator.synthesis_tier,
+            spent=task.usage.total_tokens,
+        )
+        await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
+        content = metered.response.content
+        await self._journal.finished(
+            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content
+        )
+        return content

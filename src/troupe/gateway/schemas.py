@@ -31,8 +31,9 @@ class TaskCreate(BaseModel):
         pattern=SESSION_ID_PATTERN,
         description="Conversation this task belongs to; created on first use.",
     )
-    strategy: Literal["auto", "simple"] = Field(
-        default="auto", description="Force an execution strategy; auto lets Troupe choose."
+    strategy: Literal["auto", "simple", "dag"] = Field(
+        default="auto",
+        description="simple: one agent; dag: a planned team of agents; auto: Troupe chooses.",
     )
     token_budget: int | None = Field(
         default=None, ge=1, description="Most tokens this task may use (all calls together)."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,15 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class StructuredOutput(BaseModel):
+    """Ask for JSON matching a schema instead of free text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    json_schema: dict[str, Any]
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -21,6 +30,7 @@ class ChatRequest(BaseModel):
     messages: tuple[ChatMessage, ...]
     max_tokens: int = Field(ge=1)
     temperature: float = 0.0
+    response_format: StructuredOutput | None = None
 
 
 class TokenUsage(BaseModel):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
-from troupe.domain import Task, TaskError, TaskStatus
+from troupe.domain import EventType, Plan, Task, TaskError, TaskStatus
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.repositories import LLMCallRecord, SqlTaskStore
@@ -29,14 +30,48 @@ class TaskJournal:
         await self._fanout.publish(task_id)
         return task
 
+    async def task(self, tenant_id: str, task_id: str) -> Task:
+        return await self._store.get_task(tenant_id, task_id)
+
     async def llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
-        if not await self._store.record_llm_call(tenant_id, task_id, call):
-            return
-        labels = {"provider": call.provider, "model": call.model}
-        metrics.LLM_TOKENS.labels(kind="prompt", **labels).inc(call.usage.prompt_tokens)
-        metrics.LLM_TOKENS.labels(kind="completion", **labels).inc(call.usage.completion_tokens)
-        metrics.LLM_COST.labels(**labels).inc(call.usage.cost_micro_usd)
-        metrics.LLM_CALL_SECONDS.labels(**labels).observe(call.latency_ms / 1000)
+        if await self._store.record_llm_call(tenant_id, task_id, call):
+            _count_call(call)
+            await self._fanout.publish(task_id)
+
+    async def plan_created(self, tenant_id: str, task_id: str, plan: Plan) -> None:
+        await self._store.save_plan(tenant_id, task_id, plan)
+        await self._fanout.publish(task_id)
+
+    async def event(
+        self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
+    ) -> None:
+        await self._store.append_event(tenant_id, task_id, type_, data)
+        await self._fanout.publish(task_id)
+
+    async def node_started(
+        self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
+    ) -> None:
+        await self._store.node_started(tenant_id, task_id, node_id, attempt=attempt)
+        await self._fanout.publish(task_id)
+
+    async def node_completed(
+        self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
+    ) -> None:
+        if await self._store.node_completed(tenant_id, task_id, node_id, output, call):
+            _count_call(call)
+            await self._fanout.publish(task_id)
+
+    async def nodes_ended_without_output(
+        self,
+        tenant_id: str,
+        task_id: str,
+        *,
+        failed: dict[str, TaskError],
+        skipped: dict[str, str],
+    ) -> None:
+        await self._store.nodes_ended_without_output(
+            tenant_id, task_id, failed=failed, skipped=skipped
+        )
         await self._fanout.publish(task_id)
 
     async def finished(
@@ -64,3 +99,11 @@ class TaskJournal:
             extra={"task_id": task_id, "tenant_id": tenant_id},
         )
         await self._fanout.publish(task_id)
+
+
+def _count_call(call: LLMCallRecord) -> None:
+    labels = {"provider": call.provider, "model": call.model}
+    metrics.LLM_TOKENS.labels(kind="prompt", **labels).inc(call.usage.prompt_tokens)
+    metrics.LLM_TOKENS.labels(kind="completion", **labels).inc(call.usage.completion_tokens)
+    metrics.LLM_COST.labels(**labels).inc(call.usage.cost_micro_usd)
+    metrics.LLM_CALL_SECONDS.labels(**labels).observe(call.latency_ms / 1000)

@@ -15,6 +15,7 @@ from troupe.errors import Conflict, Unavailable
 from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import TaskInput, WorkflowOptions
+from troupe.orchestrator.routing import choose_strategy
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.repositories import NewTask, SqlTaskStore
@@ -45,7 +46,7 @@ class TaskLauncher:
         self._journal = journal
         self._fanout = fanout
         self._settings = settings
-        self._options = WorkflowOptions.from_settings(settings.tasks)
+        self._options = WorkflowOptions.from_settings(settings)
 
     async def submit(
         self,
@@ -53,10 +54,15 @@ class TaskLauncher:
         tenant_id: str,
         query: str,
         session_id: str | None,
-        strategy: Strategy,
+        strategy: Strategy | None,
         token_budget: int,
     ) -> Task:
-        """Store the task, then start its workflow; the task is accepted only once both hold."""
+        """Store the task, then start its workflow; the task is accepted only once both hold.
+
+        ``strategy`` None lets complexity routing choose.
+        """
+        if strategy is None:
+            strategy = choose_strategy(query, self._settings.orchestrator)
         task_id = new_task_id()
         task = await self._store.create_task(
             NewTask(
@@ -74,7 +80,11 @@ class TaskLauncher:
                 TaskWorkflow.run,
                 args=[
                     TaskInput(
-                        tenant_id=tenant_id, task_id=task_id, query=query, token_budget=token_budget
+                        tenant_id=tenant_id,
+                        task_id=task_id,
+                        query=query,
+                        token_budget=token_budget,
+                        strategy=strategy,
                     ),
                     self._options,
                 ],

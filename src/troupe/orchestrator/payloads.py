@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
-from troupe.config import TaskSettings
-from troupe.domain import TaskError, TaskStatus
+from troupe.config import Settings
+from troupe.domain import Plan, PlanNode, Strategy, TaskError, TaskStatus
 
 
 class _Payload(BaseModel):
@@ -19,6 +21,51 @@ class TaskInput(_Payload):
     task_id: str
     query: str
     token_budget: int
+    strategy: Strategy = Strategy.SIMPLE
+
+
+class PlanResult(_Payload):
+    """The validated plan, or None with the reason the task falls back to one agent."""
+
+    plan: Plan | None
+    fallback_reason: str | None = None
+
+
+class NodeOutput(_Payload):
+    """A finished node's output, as the nodes after it and the synthesis see it."""
+
+    node_id: str
+    role: str
+    output: str
+
+
+class Gap(_Payload):
+    """A node that produced nothing, and why; synthesis must say what is missing."""
+
+    node_id: str
+    reason: str
+
+
+class NodeTask(_Payload):
+    task: TaskInput
+    node: PlanNode
+    inputs: tuple[NodeOutput, ...] = ()
+
+
+class SynthesisTask(_Payload):
+    task: TaskInput
+    how: str
+    outputs: tuple[NodeOutput, ...]
+    gaps: tuple[Gap, ...] = ()
+
+
+class NodesEnded(_Payload):
+    """Nodes that ended without output: failed (with the error) or skipped (with why)."""
+
+    tenant_id: str
+    task_id: str
+    failed: dict[str, TaskError]
+    skipped: dict[str, str]
 
 
 class FinishInput(_Payload):
@@ -35,16 +82,20 @@ class TaskOutcome(_Payload):
 
 
 class WorkflowOptions(_Payload):
-    """Timeouts and retries a workflow is started with, fixed at start for determinism."""
+    """Limits a workflow is started with, fixed at start so replays see the same ones."""
 
     attempt_timeout_s: float
     heartbeat_timeout_s: float
     max_attempts: int
+    max_parallel_agents: int = 5
+    failure_policy: Literal["fail", "continue"] = "fail"
 
     @classmethod
-    def from_settings(cls, tasks: TaskSettings) -> WorkflowOptions:
+    def from_settings(cls, settings: Settings) -> WorkflowOptions:
         return cls(
-            attempt_timeout_s=tasks.attempt_timeout_s,
-            heartbeat_timeout_s=tasks.heartbeat_timeout_s,
-            max_attempts=tasks.max_attempts,
+            attempt_timeout_s=settings.tasks.attempt_timeout_s,
+            heartbeat_timeout_s=settings.tasks.heartbeat_timeout_s,
+            max_attempts=settings.tasks.max_attempts,
+            max_parallel_agents=settings.orchestrator.max_parallel_agents,
+            failure_policy=settings.orchestrator.failure_policy,
         )

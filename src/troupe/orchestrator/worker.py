@@ -10,11 +10,13 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import troupe
-from troupe.agents.runtime import SimpleAgent
+from troupe.agents.metering import MeteredLLM
+from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings
 from troupe.llm.base import LLMProvider
 from troupe.orchestrator.activities.task import TaskActivities
 from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.planner import Planner
 from troupe.orchestrator.workflows.task import TaskWorkflow
 
 
@@ -22,27 +24,37 @@ def build_worker(
     client: Client, settings: Settings, *, provider: LLMProvider, journal: TaskJournal
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
-    heartbeat_s = settings.tasks.heartbeat_timeout_s / 3
+    llm = MeteredLLM(provider, settings.llm)
     activities = TaskActivities(
-        SimpleAgent(provider, journal, settings.llm), journal, heartbeat_s=heartbeat_s
+        AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
+        Planner(llm, journal, settings.orchestrator),
+        journal,
+        heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,
     )
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[TaskWorkflow],
-        activities=[activities.run_simple_agent, activities.finish_task],
+        activities=[
+            activities.run_simple_agent,
+            activities.plan_task,
+            activities.run_node,
+            activities.synthesize,
+            activities.record_nodes_ended,
+            activities.finish_task,
+        ],
         max_concurrent_activities=settings.worker.max_concurrent_activities,
-        # Our workflow modules keep no module-level state, so re-importing them for
-        # every run buys nothing and costs milliseconds per workflow task; the
-        # sandbox's runtime restrictions (clock, randomness, I/O) still apply.
+        graceful_shutdown_timeout=timedelta(seconds=5),
         # An explicit version: without it the SDK hashes the code of every loaded
         # module to derive one, ~0.3 s of every start.
         deployment_config=WorkerDeploymentConfig(
             version=WorkerDeploymentVersion(deployment_name="troupe", build_id=troupe.__version__),
             use_worker_versioning=False,
         ),
+        # Our workflow modules keep no module-level state, so re-importing them for
+        # every run buys nothing and costs milliseconds per workflow task; the
+        # sandbox's runtime restrictions (clock, randomness, I/O) still apply.
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
         ),
-        graceful_shutdown_timeout=timedelta(seconds=5),
     )

@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from troupe.domain import (
     TERMINAL_EVENT_FOR_STATUS,
     EventType,
+    NodeRun,
+    NodeStatus,
+    Plan,
     Strategy,
     Task,
     TaskError,
@@ -27,7 +30,7 @@ from troupe.domain import (
     Usage,
 )
 from troupe.errors import NotFound
-from troupe.storage.tables import EventRow, SessionRow, TaskRow, TokenUsageRow
+from troupe.storage.tables import EventRow, SessionRow, TaskNodeRow, TaskRow, TokenUsageRow
 
 _TERMINAL = [s.value for s in TaskStatus if s.terminal]
 
@@ -57,6 +60,7 @@ class LLMCallRecord:
     usage: Usage
     cached_tokens: int
     latency_ms: int
+    node_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +206,7 @@ class SqlTaskStore:
                 call_key=call.call_key,
                 task_id=task_id,
                 tenant_id=tenant_id,
+                node_id=call.node_id,
                 provider=call.provider,
                 model=call.model,
                 prompt_tokens=call.usage.prompt_tokens,
@@ -222,7 +227,8 @@ class SqlTaskStore:
             )
             .execution_options(synchronize_session=False)
         )
-        data = {
+        data: dict[str, Any] = {
+            "node_id": call.node_id,
             "provider": call.provider,
             "model": call.model,
             "prompt_tokens": call.usage.prompt_tokens,
@@ -266,6 +272,176 @@ class SqlTaskStore:
                 data["error"] = error.model_dump()
             await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
             return _task(row)
+
+    async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
+        """Record the validated plan, its nodes as pending, and the plan.created event."""
+        async with self._sessions.begin() as db:
+            await db.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
+                .values(plan=plan.model_dump(mode="json"), strategy=Strategy.DAG.value)
+                .execution_options(synchronize_session=False)
+            )
+            known = set(
+                (
+                    await db.execute(
+                        select(TaskNodeRow.node_id).where(TaskNodeRow.task_id == task_id)
+                    )
+                ).scalars()
+            )
+            for position, node in enumerate(plan.nodes):
+                if node.id in known:
+                    continue  # a retried write: the nodes are there already
+                db.add(
+                    TaskNodeRow(
+                        task_id=task_id,
+                        tenant_id=tenant_id,
+                        node_id=node.id,
+                        position=position,
+                        role=node.role,
+                        tier=node.tier,
+                        depends_on=list(node.depends_on),
+                        status=NodeStatus.PENDING.value,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        cost_micro_usd=0,
+                        attempts=0,
+                    )
+                )
+            await self._append(
+                db,
+                tenant_id,
+                task_id,
+                EventType.PLAN_CREATED,
+                {"plan": plan.model_dump(mode="json")},
+            )
+
+    async def node_started(
+        self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
+    ) -> None:
+        async with self._sessions.begin() as db:
+            await db.execute(
+                update(TaskNodeRow)
+                .where(TaskNodeRow.task_id == task_id, TaskNodeRow.node_id == node_id)
+                .values(
+                    status=NodeStatus.RUNNING.value,
+                    attempts=attempt,
+                    started_at=func.coalesce(TaskNodeRow.started_at, _now()),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            await self._append(
+                db,
+                tenant_id,
+                task_id,
+                EventType.NODE_STARTED,
+                {"node_id": node_id, "attempt": attempt},
+            )
+
+    async def node_completed(
+        self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
+    ) -> bool:
+        """The node's metered call and its output, together; False if already stored."""
+        try:
+            async with self._sessions.begin() as db:
+                if await self._call_known(db, call.call_key):
+                    return False
+                await self._add_call(db, tenant_id, task_id, call)
+                await db.execute(
+                    update(TaskNodeRow)
+                    .where(TaskNodeRow.task_id == task_id, TaskNodeRow.node_id == node_id)
+                    .values(
+                        status=NodeStatus.COMPLETED.value,
+                        output=output,
+                        prompt_tokens=TaskNodeRow.prompt_tokens + call.usage.prompt_tokens,
+                        completion_tokens=TaskNodeRow.completion_tokens
+                        + call.usage.completion_tokens,
+                        cost_micro_usd=TaskNodeRow.cost_micro_usd + call.usage.cost_micro_usd,
+                        finished_at=_now(),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                summary = output if len(output) <= 200 else output[:199] + "…"
+                await self._append(
+                    db,
+                    tenant_id,
+                    task_id,
+                    EventType.NODE_COMPLETED,
+                    {
+                        "node_id": node_id,
+                        "output_summary": summary,
+                        "prompt_tokens": call.usage.prompt_tokens,
+                        "completion_tokens": call.usage.completion_tokens,
+                        "cost_micro_usd": call.usage.cost_micro_usd,
+                    },
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def nodes_ended_without_output(
+        self,
+        tenant_id: str,
+        task_id: str,
+        *,
+        failed: dict[str, TaskError],
+        skipped: dict[str, str],
+    ) -> None:
+        """Record failed nodes (with their error) and skipped ones (with the reason)."""
+        async with self._sessions.begin() as db:
+            now = _now()
+            for node_id, error in failed.items():
+                await self._end_node(db, task_id, node_id, NodeStatus.FAILED, error, now)
+                await self._append(
+                    db,
+                    tenant_id,
+                    task_id,
+                    EventType.NODE_FAILED,
+                    {"node_id": node_id, "error": error.model_dump()},
+                )
+            for node_id, reason in skipped.items():
+                await self._end_node(db, task_id, node_id, NodeStatus.SKIPPED, None, now)
+                await self._append(
+                    db,
+                    tenant_id,
+                    task_id,
+                    EventType.NODE_SKIPPED,
+                    {"node_id": node_id, "reason": reason},
+                )
+
+    async def _end_node(
+        self,
+        db: AsyncSession,
+        task_id: str,
+        node_id: str,
+        status: NodeStatus,
+        error: TaskError | None,
+        now: datetime,
+    ) -> None:
+        await db.execute(
+            update(TaskNodeRow)
+            .where(
+                TaskNodeRow.task_id == task_id,
+                TaskNodeRow.node_id == node_id,
+                TaskNodeRow.status.in_([NodeStatus.PENDING.value, NodeStatus.RUNNING.value]),
+            )
+            .values(
+                status=status.value,
+                error_code=error.code if error else None,
+                error_message=error.message if error else None,
+                finished_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def task_nodes(self, tenant_id: str, task_id: str) -> list[NodeRun]:
+        query = (
+            select(TaskNodeRow)
+            .where(TaskNodeRow.task_id == task_id, TaskNodeRow.tenant_id == tenant_id)
+            .order_by(TaskNodeRow.position)
+        )
+        async with self._sessions() as db:
+            return [_node_run(r) for r in (await db.execute(query)).scalars()]
 
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
@@ -370,6 +546,29 @@ def _task(row: TaskRow) -> Task:
         ),
         workflow_id=row.workflow_id,
         created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        plan=Plan.model_validate(row.plan) if row.plan is not None else None,
+    )
+
+
+def _node_run(row: TaskNodeRow) -> NodeRun:
+    return NodeRun(
+        node_id=row.node_id,
+        role=row.role,
+        tier=row.tier,
+        depends_on=tuple(row.depends_on),
+        status=NodeStatus(row.status),
+        output=row.output,
+        error=TaskError(code=row.error_code, message=row.error_message or "")
+        if row.error_code
+        else None,
+        usage=Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_micro_usd=row.cost_micro_usd,
+        ),
+        attempts=row.attempts,
         started_at=row.started_at,
         finished_at=row.finished_at,
     )

@@ -1,96 +1,21 @@
-"""TaskWorkflow on the real Temporal dev server, with a worker in this process."""
+"""TaskWorkflow, simple strategy, on the real Temporal dev server."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from troupe.app import connect_temporal
-from troupe.config import Settings, load_settings
-from troupe.domain import EventType, Strategy, Task, TaskStatus
+from tests.integration.orchestrator.rig import TENANT, RigFactory
+from troupe.domain import EventType, TaskStatus
 from troupe.errors import ProviderError
-from troupe.llm.base import LLMProvider
 from troupe.llm.messages import ChatResponse
 from troupe.llm.pricing import estimate_prompt_tokens
-from troupe.orchestrator.journal import TaskJournal
-from troupe.orchestrator.launcher import TaskLauncher
-from troupe.orchestrator.worker import build_worker
-from troupe.storage import database
-from troupe.storage.kv.memory import MemoryEventFanout
-from troupe.storage.repositories import SqlTaskStore
 from troupe.testing import ScriptedProvider, scripted_answer
 
 pytestmark = pytest.mark.integration
-
-TENANT = "acme"
-
-
-@dataclass
-class Rig:
-    store: SqlTaskStore
-    launcher: TaskLauncher
-
-    async def submit(self, query: str = "what is 2+2?", *, budget: int = 5000) -> Task:
-        return await self.launcher.submit(
-            tenant_id=TENANT,
-            query=query,
-            session_id=None,
-            strategy=Strategy.SIMPLE,
-            token_budget=budget,
-        )
-
-    async def until_ended(self, task_id: str, timeout_s: float = 30) -> Task:
-        async with asyncio.timeout(timeout_s):
-            while not (task := await self.store.get_task(TENANT, task_id)).status.terminal:
-                await asyncio.sleep(0.02)
-        return task
-
-    async def until_status(self, task_id: str, status: TaskStatus) -> None:
-        async with asyncio.timeout(30):
-            while (await self.store.get_task(TENANT, task_id)).status is not status:
-                await asyncio.sleep(0.02)
-
-    async def event_types(self, task_id: str) -> list[EventType]:
-        return [e.type for e in await self.store.events_after(TENANT, task_id, 0)]
-
-
-RigFactory = Callable[[LLMProvider], AbstractAsyncContextManager[Rig]]
-
-
-@pytest.fixture
-def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
-    """A worker on its own task queue, a SQLite store, and a launcher; built per provider."""
-
-    @asynccontextmanager
-    async def build(provider: LLMProvider) -> AsyncIterator[Rig]:
-        settings: Settings = load_settings(
-            None,
-            data_dir=str(tmp_path),
-            temporal={"task_queue": f"test-{secrets.token_hex(4)}"},
-            tasks={"max_attempts": 2, "heartbeat_timeout_s": 1},
-        )
-        engine = database.create_engine(settings.database_url)
-        await database.upgrade(engine)
-        store = SqlTaskStore(engine)
-        fanout = MemoryEventFanout()
-        journal = TaskJournal(store, fanout)
-        client = await connect_temporal(temporal_address, namespace="default", timeout_s=10)
-        launcher = TaskLauncher(
-            client=client, store=store, journal=journal, fanout=fanout, settings=settings
-        )
-        worker = build_worker(client, settings, provider=provider, journal=journal)
-        async with worker:
-            yield Rig(store=store, launcher=launcher)
-        await store.aclose()
-
-    return build
 
 
 def _provider(script: Sequence[ChatResponse | Exception]) -> ScriptedProvider:

@@ -58,7 +58,7 @@ async def submit_task(
         tenant_id=tenant,
         query=body.query,
         session_id=body.session_id,
-        strategy=Strategy.SIMPLE,
+        strategy=None if body.strategy == "auto" else Strategy(body.strategy),
         token_budget=budget,
     )
     view = TaskView.of(task)

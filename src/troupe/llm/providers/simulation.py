@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 
 from troupe.config import SimulationSettings
@@ -54,6 +55,8 @@ class SimulationProvider:
             raise ProviderError("simulated provider failure", code="provider_unavailable")
         digest = hashlib.sha256(request.model_dump_json().encode()).digest()
         question = request.messages[-1].content if request.messages else ""
+        if request.response_format is not None and request.response_format.name == "Plan":
+            return self._plan(request)
         length = 12 + digest[0] % 24
         words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[1 : 1 + length]]
         body = " ".join(words)
@@ -71,6 +74,31 @@ class SimulationProvider:
                 completion_tokens=completion_tokens,
             ),
             finish_reason=finish,
+        )
+
+    def _plan(self, request: ChatRequest) -> ChatResponse:
+        """A fan-out plan of ``plan_width`` independent agents, as JSON."""
+        width = self._settings.plan_width
+        nodes = [
+            {
+                "id": f"agent-{n}",
+                "role": f"analyst {n} of {width}",
+                "instructions": f"Study aspect {n} of the task and report what you find.",
+                "tier": "medium",
+                "depends_on": [],
+            }
+            for n in range(1, width + 1)
+        ]
+        plan = {"nodes": nodes, "synthesis": "Combine the analysts' findings into one answer."}
+        content = json.dumps(plan)
+        return ChatResponse(
+            provider=self.name,
+            model=request.model,
+            content=content,
+            usage=TokenUsage(
+                prompt_tokens=estimate_prompt_tokens(request.messages),
+                completion_tokens=len(content) // 4,
+            ),
         )
 
     async def aclose(self) -> None:

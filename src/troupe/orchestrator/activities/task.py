@@ -1,4 +1,5 @@
-"""Activities of TaskWorkflow. Each is a method on a class built with its services."""
+"""Activities of TaskWorkflow: thin wrappers that bind Temporal's attempt identity to
+plain async services (agents, planner, journal), which record their own progress."""
 
 from __future__ import annotations
 
@@ -9,38 +10,72 @@ from collections.abc import AsyncIterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from troupe.agents.runtime import AgentJob, SimpleAgent
+from troupe.agents.metering import CallContext
+from troupe.agents.runtime import AgentRuntime
 from troupe.errors import TroupeError
 from troupe.orchestrator.journal import TaskJournal
-from troupe.orchestrator.payloads import FinishInput, TaskInput
+from troupe.orchestrator.payloads import (
+    FinishInput,
+    NodesEnded,
+    NodeTask,
+    PlanResult,
+    SynthesisTask,
+    TaskInput,
+)
+from troupe.orchestrator.planner import Planner
 
 
 class TaskActivities:
-    """Side effects of a task: run its agent, record how it ended."""
+    """Side effects of a task: plan it, run its agents, record how it ended."""
 
-    def __init__(self, agent: SimpleAgent, journal: TaskJournal, *, heartbeat_s: float) -> None:
-        self._agent = agent
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        planner: Planner,
+        journal: TaskJournal,
+        *,
+        heartbeat_s: float,
+    ) -> None:
+        self._runtime = runtime
+        self._planner = planner
         self._journal = journal
         self._heartbeat_s = heartbeat_s
 
     @activity.defn(name="run_simple_agent")
     async def run_simple_agent(self, task: TaskInput) -> str:
         """Answer the task with one agent; records start, usage and result itself."""
-        info = activity.info()
-        job = AgentJob(
-            tenant_id=task.tenant_id,
-            task_id=task.task_id,
-            query=task.query,
-            token_budget=task.token_budget,
-            attempt=info.attempt,
-            attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
+        async with self._guarded():
+            return await self._runtime.answer(_context(task), task.query, attempt=_attempt())
+
+    @activity.defn(name="plan_task")
+    async def plan_task(self, task: TaskInput) -> PlanResult:
+        """Ask the planner for a DAG; records the plan, or the fallback and its reason."""
+        async with self._guarded():
+            return await self._planner.plan(_context(task), task.query, attempt=_attempt())
+
+    @activity.defn(name="run_node")
+    async def run_node(self, job: NodeTask) -> str:
+        """One node's agent; records its start, usage and output itself."""
+        ctx = _context(job.task, node_id=job.node.id)
+        async with self._guarded():
+            return await self._runtime.run_node(
+                ctx, job.task.query, job.node, job.inputs, attempt=_attempt()
+            )
+
+    @activity.defn(name="synthesize")
+    async def synthesize(self, job: SynthesisTask) -> str:
+        """Fan the nodes' outputs in; completes the task with the answer."""
+        async with self._guarded():
+            return await self._runtime.synthesize(
+                _context(job.task), job.task.query, job.how, job.outputs, job.gaps
+            )
+
+    @activity.defn(name="record_nodes_ended")
+    async def record_nodes_ended(self, ended: NodesEnded) -> None:
+        """Record nodes that failed for good and the ones skipped because of them."""
+        await self._journal.nodes_ended_without_output(
+            ended.tenant_id, ended.task_id, failed=ended.failed, skipped=ended.skipped
         )
-        async with self._heartbeating():
-            try:
-                answer = await self._agent.run(job)
-            except TroupeError as exc:
-                raise _application_error(exc) from exc
-        return answer.content
 
     @activity.defn(name="finish_task")
     async def finish_task(self, finish: FinishInput) -> None:
@@ -50,7 +85,9 @@ class TaskActivities:
         )
 
     @contextlib.asynccontextmanager
-    async def _heartbeating(self) -> AsyncIterator[None]:
+    async def _guarded(self) -> AsyncIterator[None]:
+        """Heartbeat while the body runs; carry TroupeErrors across as coded failures."""
+
         # Heartbeats tell Temporal the worker is alive (a dead one is retried after the
         # heartbeat timeout) and are how a cancel request reaches this activity.
         async def beat() -> None:
@@ -61,10 +98,27 @@ class TaskActivities:
         beater = asyncio.create_task(beat())
         try:
             yield
+        except TroupeError as exc:
+            raise _application_error(exc) from exc
         finally:
             beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beater
+
+
+def _attempt() -> int:
+    return activity.info().attempt
+
+
+def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
+    info = activity.info()
+    return CallContext(
+        tenant_id=task.tenant_id,
+        task_id=task.task_id,
+        token_budget=task.token_budget,
+        attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
+        node_id=node_id,
+    )
 
 
 def _application_error(exc: TroupeError) -> ApplicationError:

@@ -1,69 +1,212 @@
 """TaskWorkflow: one task from queued to a terminal status, durably.
 
-The happy path is a single activity (the agent records its own start, usage and
-result), which keeps history short and the hand-offs few. Every other ending is
-recorded by ``finish_task`` so storage always learns how the task ended.
+simple: one activity; the agent records its own start, usage and result.
+dag:    plan_task → nodes (every ready node at once, at most max_parallel_agents) →
+        synthesize, which completes the task. A node that fails for good either
+        fails the task or, under the ``continue`` policy, becomes a gap the synthesis
+        reports (nodes that needed its output are skipped).
+Every other ending is recorded by ``finish_task``, so storage always learns how the
+task ended. The workflow only decides; storage writes happen in activities.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from troupe.domain import TaskError, TaskStatus
-    from troupe.orchestrator.payloads import FinishInput, TaskInput, TaskOutcome, WorkflowOptions
+    from troupe.domain import Plan, Strategy, TaskError, TaskStatus
+    from troupe.orchestrator import dag
+    from troupe.orchestrator.payloads import (
+        FinishInput,
+        Gap,
+        NodeOutput,
+        NodesEnded,
+        NodeTask,
+        PlanResult,
+        SynthesisTask,
+        TaskInput,
+        TaskOutcome,
+        WorkflowOptions,
+    )
+
+_R = TypeVar("_R")
 
 # Error types (TroupeError class names) that end the task with a status of their own.
 _STATUS_FOR_ERROR_TYPE = {"BudgetExceeded": TaskStatus.BUDGET_EXCEEDED}
 
 
+class _TaskEnded(Exception):
+    """Raised inside the workflow to end the task with a recorded status."""
+
+    def __init__(self, status: TaskStatus, error: TaskError) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+
 @workflow.defn(name="TaskWorkflow")
 class TaskWorkflow:
+    def __init__(self) -> None:
+        self._options: WorkflowOptions | None = None
+
     @workflow.run
     async def run(self, task: TaskInput, options: WorkflowOptions) -> TaskOutcome:
+        self._options = options
         try:
-            await workflow.execute_activity(
-                "run_simple_agent",
-                task,
-                start_to_close_timeout=timedelta(seconds=options.attempt_timeout_s),
-                heartbeat_timeout=timedelta(seconds=options.heartbeat_timeout_s),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(milliseconds=200),
-                    maximum_attempts=options.max_attempts,
-                ),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                result_type=str,
-            )
+            if task.strategy is Strategy.DAG:
+                await self._run_dag(task)
+            else:
+                await self._agent("run_simple_agent", task, str)
         except asyncio.CancelledError:
-            await self._finish(task, TaskStatus.CANCELLED, None, options)
+            await self._finish(task, TaskStatus.CANCELLED, None)
             raise
         except ActivityError as exc:
             if is_cancelled_exception(exc):  # the activity acknowledged our cancel
-                await self._finish(task, TaskStatus.CANCELLED, None, options)
+                await self._finish(task, TaskStatus.CANCELLED, None)
                 raise  # the workflow itself ends cancelled
             status, error = _ending_for(exc)
-            await self._finish(task, status, error, options)
+            await self._finish(task, status, error)
             return TaskOutcome(task_id=task.task_id, status=status, error=error)
+        except _TaskEnded as ended:
+            await self._finish(task, ended.status, ended.error)
+            return TaskOutcome(task_id=task.task_id, status=ended.status, error=ended.error)
         return TaskOutcome(task_id=task.task_id, status=TaskStatus.COMPLETED)
 
-    async def _finish(
+    async def _run_dag(self, task: TaskInput) -> None:
+        planned = await self._agent("plan_task", task, PlanResult)
+        if planned.plan is None:  # the planner failed twice: one agent answers instead
+            await self._agent("run_simple_agent", task, str)
+            return
+        outputs, gaps = await self._run_nodes(task, planned.plan)
+        await self._agent(
+            "synthesize",
+            SynthesisTask(task=task, how=planned.plan.synthesis, outputs=outputs, gaps=gaps),
+            str,
+        )
+
+    async def _run_nodes(
+        self, task: TaskInput, plan: Plan
+    ) -> tuple[tuple[NodeOutput, ...], tuple[Gap, ...]]:
+        """Run the plan's nodes, ready ones at once up to the parallel limit."""
+        options = self._opts
+        nodes = {node.id: node for node in plan.nodes}
+        outputs: dict[str, NodeOutput] = {}
+        gaps: list[Gap] = []
+        started: set[str] = set()  # started, failed or skipped: never to start again
+        running: dict[str, workflow.ActivityHandle[str]] = {}
+        try:
+            while True:
+                room = options.max_parallel_agents - len(running)
+                for node_id in dag.ready(plan, done=outputs.keys(), started=started, limit=room):
+                    node = nodes[node_id]
+                    inputs = tuple(outputs[d] for d in node.depends_on)
+                    running[node_id] = self._start_agent(
+                        "run_node", NodeTask(task=task, node=node, inputs=inputs)
+                    )
+                    started.add(node_id)
+                if not running:
+                    break
+                await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for node_id, handle in list(running.items()):
+                    if not handle.done():
+                        continue
+                    del running[node_id]
+                    try:
+                        outputs[node_id] = NodeOutput(
+                            node_id=node_id, role=nodes[node_id].role, output=handle.result()
+                        )
+                    except ActivityError as exc:
+                        if is_cancelled_exception(exc):
+                            raise
+                        gaps += await self._node_failed(task, plan, node_id, exc, started)
+        except BaseException:
+            await _cancel_all(running)
+            raise
+        ordered = tuple(outputs[n.id] for n in plan.nodes if n.id in outputs)
+        return ordered, tuple(gaps)
+
+    async def _node_failed(
         self,
         task: TaskInput,
-        status: TaskStatus,
-        error: TaskError | None,
-        options: WorkflowOptions,
+        plan: Plan,
+        node_id: str,
+        exc: ActivityError,
+        started: set[str],
+    ) -> list[Gap]:
+        """Record a node that failed for good; end the task or skip what needed it."""
+        status, error = _ending_for(exc)
+        if status is not TaskStatus.FAILED or self._opts.failure_policy == "fail":
+            await self._record_nodes(task, {node_id: error}, {})
+            raise _TaskEnded(
+                status, TaskError(code=error.code, message=f"node {node_id}: {error.message}")
+            )
+        blocked = sorted(dag.descendants(plan, [node_id]) - started)
+        skipped = dict.fromkeys(blocked, f"needs the output of {node_id}, which failed")
+        started.update(blocked)
+        await self._record_nodes(task, {node_id: error}, skipped)
+        return [Gap(node_id=node_id, reason=error.message)] + [
+            Gap(node_id=b, reason=why) for b, why in skipped.items()
+        ]
+
+    async def _record_nodes(
+        self, task: TaskInput, failed: dict[str, TaskError], skipped: dict[str, str]
     ) -> None:
+        await workflow.execute_activity(
+            "record_nodes_ended",
+            NodesEnded(
+                tenant_id=task.tenant_id, task_id=task.task_id, failed=failed, skipped=skipped
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
+        )
+
+    @property
+    def _opts(self) -> WorkflowOptions:
+        assert self._options is not None
+        return self._options
+
+    def _agent_options(self) -> dict[str, Any]:
+        options = self._opts
+        return {
+            "start_to_close_timeout": timedelta(seconds=options.attempt_timeout_s),
+            "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_s),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(milliseconds=200),
+                maximum_attempts=options.max_attempts,
+            ),
+            "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
+
+    def _start_agent(self, name: str, arg: NodeTask) -> workflow.ActivityHandle[str]:
+        return workflow.start_activity(name, arg, result_type=str, **self._agent_options())
+
+    async def _agent(self, name: str, arg: Any, result_type: type[_R]) -> _R:
+        result: _R = await workflow.execute_activity(
+            name, arg, result_type=result_type, **self._agent_options()
+        )
+        return result
+
+    async def _finish(self, task: TaskInput, status: TaskStatus, error: TaskError | None) -> None:
         await workflow.execute_activity(
             "finish_task",
             FinishInput(tenant_id=task.tenant_id, task_id=task.task_id, status=status, error=error),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
         )
+
+
+async def _cancel_all(running: dict[str, workflow.ActivityHandle[str]]) -> None:
+    """Cancel every running node and wait until each has really stopped."""
+    for handle in running.values():
+        handle.cancel()
+    if running:
+        await asyncio.gather(*running.values(), return_exceptions=True)
 
 
 def _ending_for(exc: ActivityError) -> tuple[TaskStatus, TaskError]:

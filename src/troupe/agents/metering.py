@@ -1,0 +1,85 @@
+"""Every LLM call an agent makes: bounded by the task's budget, costed, keyed for metering."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from troupe.config import LLMSettings
+from troupe.domain import ModelTier, Usage
+from troupe.errors import BudgetExceeded
+from troupe.llm.base import LLMProvider
+from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
+from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
+from troupe.storage.repositories import LLMCallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, against which budget, and the metering key of this attempt."""
+
+    tenant_id: str
+    task_id: str
+    token_budget: int
+    # Unique per activity attempt; a call's key is this plus the call's index.
+    attempt_key: str
+    node_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredResponse:
+    response: ChatResponse
+    record: LLMCallRecord
+
+
+class MeteredLLM:
+    """Calls the provider after fitting the call into the budget; returns usage to record."""
+
+    def __init__(self, provider: LLMProvider, settings: LLMSettings) -> None:
+        self._provider = provider
+        self._settings = settings
+
+    async def call(
+        self,
+        ctx: CallContext,
+        messages: tuple[ChatMessage, ...],
+        *,
+        tier: ModelTier,
+        spent: int,
+        index: int = 0,
+        response_format: StructuredOutput | None = None,
+    ) -> MeteredResponse:
+        """One call; ``spent`` is what the task used so far (earlier calls and attempts)."""
+        committed = spent + estimate_prompt_tokens(messages)
+        room = ctx.token_budget - committed
+        if room < 1:
+            raise BudgetExceeded(
+                f"this call needs ~{committed} tokens before any answer; "
+                f"the task's budget is {ctx.token_budget}"
+            )
+        request = ChatRequest(
+            model=self._settings.model_for(tier),
+            messages=messages,
+            max_tokens=min(self._settings.max_tokens, room),
+            response_format=response_format,
+        )
+        started = time.perf_counter()
+        response = await self._provider.complete(request)
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        usage = Usage(
+            prompt_tokens=response.usage.prompt_tokens,
+            completion_tokens=response.usage.completion_tokens,
+            cost_micro_usd=cost_micro_usd(
+                response.usage, price_for(response.model, self._settings.pricing)
+            ),
+        )
+        record = LLMCallRecord(
+            call_key=f"{ctx.attempt_key}:{index}",
+            provider=response.provider,
+            model=response.model,
+            usage=usage,
+            cached_tokens=response.usage.cached_tokens,
+            latency_ms=latency_ms,
+            node_id=ctx.node_id,
+        )
+        return MeteredResponse(response=response, record=record)
