@@ -44,10 +44,9 @@ class AgentRuntime:
         metered = await self._llm.call(
             ctx, messages, tier=self._llm_settings.default_tier, spent=task.usage.total_tokens
         )
-        await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
         content = metered.response.content
         await self._journal.finished(
-            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content
+            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content, call=metered.record
         )
         return content
 
@@ -107,9 +106,8 @@ class AgentRuntime:
             tier=self._orchestrator.synthesis_tier,
             spent=task.usage.total_tokens,
         )
-        await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
         content = metered.response.content
         await self._journal.finished(
-            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content
+            ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content, call=metered.record
         )
         return content

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import tempfile
 import time
@@ -101,6 +102,9 @@ def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: An
                 f"[green]Troupe ready[/green]{where} ({roles}; {engine}) "
                 f"in {time.perf_counter() - began:.2f}s"
             )
+            # Everything built so far lives as long as the process: keep the garbage
+            # collector from re-scanning it on every collection (shorter pauses).
+            gc.freeze()
             await _until_signalled()
             console.print("shutting down…")
         return 0

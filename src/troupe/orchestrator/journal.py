@@ -82,9 +82,18 @@ class TaskJournal:
         *,
         result: str | None = None,
         error: TaskError | None = None,
+        call: LLMCallRecord | None = None,
     ) -> None:
-        task = await self._store.finish(tenant_id, task_id, status, result=result, error=error)
+        """End the task once; ``call`` is the metered call that produced ``result``."""
+        ended = await self._store.finish(
+            tenant_id, task_id, status, result=result, error=error, call=call
+        )
+        if call is not None and ended.call_stored:
+            _count_call(call)
+        task = ended.task
         if task is None:
+            if ended.call_stored:
+                await self._fanout.publish(task_id)
             return  # already ended: a re-delivered write is neither re-announced nor re-counted
         metrics.TASKS_FINISHED.labels(strategy=task.strategy.value, status=status.value).inc()
         elapsed = (task.finished_at or datetime.now(UTC)) - task.created_at

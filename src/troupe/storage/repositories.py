@@ -64,6 +64,14 @@ class LLMCallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Finish:
+    """What finish did: the ended task (None if it had ended before) and the call."""
+
+    task: Task | None
+    call_stored: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TaskPage:
     items: list[Task]
     next_cursor: int | None
@@ -246,14 +254,36 @@ class SqlTaskStore:
         *,
         result: str | None = None,
         error: TaskError | None = None,
-    ) -> Task | None:
-        """Move a task to a terminal status once; None when it already was terminal."""
+        call: LLMCallRecord | None = None,
+    ) -> Finish:
+        """Move a task to a terminal status once, storing the call that produced the
+        result in the same transaction (a spent call is stored even if the task has
+        ended meanwhile)."""
         if not status.terminal:
             raise ValueError(f"{status} is not a terminal status")
+        try:
+            return await self._finish(tenant_id, task_id, status, result, error, call)
+        except IntegrityError:
+            # A concurrent writer stored the same call first: finish without it.
+            ended = await self._finish(tenant_id, task_id, status, result, error, None)
+            return Finish(task=ended.task, call_stored=False)
+
+    async def _finish(
+        self,
+        tenant_id: str,
+        task_id: str,
+        status: TaskStatus,
+        result: str | None,
+        error: TaskError | None,
+        call: LLMCallRecord | None,
+    ) -> Finish:
         async with self._sessions.begin() as db:
+            call_stored = call is not None and not await self._call_known(db, call.call_key)
+            if call is not None and call_stored:
+                await self._add_call(db, tenant_id, task_id, call)
             row = await self._task_row(db, tenant_id, task_id, lock=True)
             if TaskStatus(row.status).terminal:
-                return None
+                return Finish(task=None, call_stored=call_stored)
             now = _now()
             row.status = status.value
             row.result = result
@@ -271,7 +301,7 @@ class SqlTaskStore:
             if error is not None:
                 data["error"] = error.model_dump()
             await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
-            return _task(row)
+            return Finish(task=_task(row), call_stored=call_stored)
 
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""

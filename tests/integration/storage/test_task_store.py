@@ -98,9 +98,10 @@ async def test_finish_happens_once_and_records_the_ending(store: SqlTaskStore) -
     await store.mark_started("acme", task_id, attempt=1)
     error = TaskError(code="boom", message="it broke")
     ended = await store.finish("acme", task_id, TaskStatus.FAILED, error=error)
-    assert ended is not None
-    assert ended.status is TaskStatus.FAILED
-    assert await store.finish("acme", task_id, TaskStatus.COMPLETED, result="late") is None
+    assert ended.task is not None
+    assert ended.task.status is TaskStatus.FAILED
+    late = await store.finish("acme", task_id, TaskStatus.COMPLETED, result="late")
+    assert late.task is None
     task = await store.get_task("acme", task_id)
     assert task.status is TaskStatus.FAILED
     assert task.error == error
@@ -148,3 +149,34 @@ async def test_listing_pages_newest_first_and_filters(store: SqlTaskStore) -> No
     assert {t.id for t in in_session.items} == {ids[1], ids[3]}
     done = await store.list_tasks("acme", status=TaskStatus.COMPLETED)
     assert [t.id for t in done.items] == [ids[0]]
+
+
+async def test_finishing_with_the_call_stores_both_once(store: SqlTaskStore) -> None:
+    task_id = await _new(store)
+    await store.mark_started("acme", task_id, attempt=1)
+    first = await store.finish(
+        "acme", task_id, TaskStatus.COMPLETED, result="42", call=_call("k:0", 10, 5, 7)
+    )
+    assert first.call_stored
+    assert first.task is not None
+    assert first.task.usage == Usage(prompt_tokens=10, completion_tokens=5, cost_micro_usd=7)
+    again = await store.finish(
+        "acme", task_id, TaskStatus.COMPLETED, result="42", call=_call("k:0", 10, 5, 7)
+    )
+    assert (again.task, again.call_stored) == (None, False)
+    assert len(await store.usage_calls("acme", task_id)) == 1
+
+
+async def test_a_call_that_lands_after_the_task_ended_is_still_counted(
+    store: SqlTaskStore,
+) -> None:
+    task_id = await _new(store)
+    await store.finish("acme", task_id, TaskStatus.CANCELLED)
+    late = await store.finish(
+        "acme", task_id, TaskStatus.COMPLETED, result="late", call=_call("k:0", 10, 5, 7)
+    )
+    assert late.task is None
+    assert late.call_stored
+    task = await store.get_task("acme", task_id)
+    assert task.status is TaskStatus.CANCELLED
+    assert task.usage.total_tokens == 15
