@@ -156,3 +156,23 @@ def test_a_crashed_serve_loses_no_task_and_leaves_no_orphan(slow_serve: TroupePr
             assert len(starts) >= 2  # the interrupted attempt was retried
     finally:
         assert slow_serve.stop() == 0, slow_serve.output()
+
+
+def test_a_dag_task_streams_its_plan_and_nodes_and_reports_each_node(
+    client: TroupeClient,
+) -> None:
+    task = client.submit_task("Compare three databases for a chat app", strategy="dag")
+    events = list(client.follow(task.id))
+    types = [e.type for e in events]
+    assert types[:3] == ["task.submitted", "task.started", "llm.call"]  # the planner's call
+    assert "plan.created" in types
+    assert types.count("node.started") == types.count("node.completed") == 3
+    assert types[-1] == "task.completed"
+
+    final = client.get_task(task.id)
+    assert final.strategy == "dag"
+    assert final.plan is not None
+    assert [n.node_id for n in final.nodes] == [n.id for n in final.plan.nodes]
+    assert all(n.status == "completed" and n.output for n in final.nodes)
+    node_tokens = sum(n.usage.total_tokens for n in final.nodes)
+    assert 0 < node_tokens < final.usage.total_tokens  # planner and synthesis cost too

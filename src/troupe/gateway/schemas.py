@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from troupe.domain import Task, TaskEvent, TaskStatus
+from troupe.domain import NodeRun, NodeStatus, Plan, Task, TaskEvent, TaskStatus, Usage
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -46,10 +47,53 @@ class UsageView(BaseModel):
     total_tokens: int
     cost_micro_usd: int = Field(description="Cost in millionths of a US dollar.")
 
+    @classmethod
+    def of(cls, usage: Usage) -> UsageView:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cost_micro_usd=usage.cost_micro_usd,
+        )
+
 
 class ErrorView(BaseModel):
     code: str
     message: str
+
+
+class NodeView(BaseModel):
+    """One node of the task's plan: how it ran, what it produced, what it cost."""
+
+    node_id: str
+    role: str
+    tier: str
+    depends_on: list[str]
+    status: NodeStatus
+    output: str | None
+    error: ErrorView | None
+    usage: UsageView
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, node: NodeRun) -> NodeView:
+        return cls(
+            node_id=node.node_id,
+            role=node.role,
+            tier=node.tier,
+            depends_on=list(node.depends_on),
+            status=node.status,
+            output=node.output,
+            error=ErrorView(code=node.error.code, message=node.error.message)
+            if node.error
+            else None,
+            usage=UsageView.of(node.usage),
+            attempts=node.attempts,
+            started_at=node.started_at,
+            finished_at=node.finished_at,
+        )
 
 
 class TaskLinks(BaseModel):
@@ -105,9 +149,13 @@ class TaskView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     links: TaskLinks
+    plan: Plan | None = Field(default=None, description="The plan (dag strategy).")
+    nodes: list[NodeView] = Field(
+        default_factory=list, description="How each plan node ran (single-task reads only)."
+    )
 
     @classmethod
-    def of(cls, task: Task) -> TaskView:
+    def of(cls, task: Task, nodes: Sequence[NodeRun] = ()) -> TaskView:
         base = f"/api/v1/tasks/{task.id}"
         return cls(
             id=task.id,
@@ -120,16 +168,13 @@ class TaskView(BaseModel):
             error=ErrorView(code=task.error.code, message=task.error.message)
             if task.error
             else None,
-            usage=UsageView(
-                prompt_tokens=task.usage.prompt_tokens,
-                completion_tokens=task.usage.completion_tokens,
-                total_tokens=task.usage.total_tokens,
-                cost_micro_usd=task.usage.cost_micro_usd,
-            ),
+            usage=UsageView.of(task.usage),
             created_at=task.created_at,
             started_at=task.started_at,
             finished_at=task.finished_at,
             links=TaskLinks(self=base, events=f"{base}/events", cancel=f"{base}/cancel"),
+            plan=task.plan,
+            nodes=[NodeView.of(n) for n in nodes],
         )
 
 

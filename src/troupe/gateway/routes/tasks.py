@@ -91,8 +91,10 @@ async def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
 async def get_task(task_id: str, tenant: TenantDep, store: StoreDep) -> TaskView:
-    """The task, its result or error, and its usage so far."""
-    return TaskView.of(await store.get_task(tenant, checked_task_id(task_id)))
+    """The task, its result or error, its usage so far, and its plan's nodes."""
+    task = await store.get_task(tenant, checked_task_id(task_id))
+    nodes = await store.task_nodes(tenant, task.id) if task.plan is not None else []
+    return TaskView.of(task, nodes)
 
 
 @router.post(
