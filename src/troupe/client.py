@@ -44,9 +44,15 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 def _submit_body(
-    query: str, session_id: str | None, strategy: str | None, token_budget: int | None
+    query: str,
+    session_id: str | None,
+    strategy: str | None,
+    token_budget: int | None,
+    require_approval: bool,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"query": query}
+    if require_approval:
+        body["require_approval"] = True
     if session_id is not None:
         body["session_id"] = session_id
     if strategy is not None:
@@ -120,8 +126,9 @@ class AsyncTroupeClient:
         session_id: str | None = None,
         strategy: str | None = None,
         token_budget: int | None = None,
+        require_approval: bool = False,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget)
+        body = _submit_body(query, session_id, strategy, token_budget, require_approval)
         response = await self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
@@ -146,6 +153,18 @@ class AsyncTroupeClient:
 
     async def cancel_task(self, task_id: str) -> TaskView:
         response = await self._http.post(f"/api/v1/tasks/{task_id}/cancel")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    async def approve_task(self, task_id: str, reason: str = "") -> TaskView:
+        response = await self._http.post(
+            f"/api/v1/tasks/{task_id}/approve", json={"reason": reason}
+        )
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    async def reject_task(self, task_id: str, reason: str) -> TaskView:
+        response = await self._http.post(f"/api/v1/tasks/{task_id}/reject", json={"reason": reason})
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
@@ -224,8 +243,9 @@ class TroupeClient:
         session_id: str | None = None,
         strategy: str | None = None,
         token_budget: int | None = None,
+        require_approval: bool = False,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget)
+        body = _submit_body(query, session_id, strategy, token_budget, require_approval)
         response = self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
@@ -250,6 +270,16 @@ class TroupeClient:
 
     def cancel_task(self, task_id: str) -> TaskView:
         response = self._http.post(f"/api/v1/tasks/{task_id}/cancel")
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    def approve_task(self, task_id: str, reason: str = "") -> TaskView:
+        response = self._http.post(f"/api/v1/tasks/{task_id}/approve", json={"reason": reason})
+        _raise_for(response)
+        return TaskView.model_validate_json(response.content)
+
+    def reject_task(self, task_id: str, reason: str) -> TaskView:
+        response = self._http.post(f"/api/v1/tasks/{task_id}/reject", json={"reason": reason})
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 

@@ -147,6 +147,7 @@ class OrchestratorSettings(_Section):
     node_output_chars: int = Field(default=4000, ge=100)
     dag_min_words: int = Field(default=60, ge=1)
     dag_min_markers: int = Field(default=3, ge=1)
+    approval_timeout_s: float = Field(default=3600, gt=0)
 
 
 class WorkerSettings(_Section):

@@ -12,14 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
+    REJECTED = "rejected"
 
     @property
     def terminal(self) -> bool:
-        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL)
 
 
 class Strategy(enum.StrEnum):
@@ -48,10 +50,13 @@ class EventType(enum.StrEnum):
     NODE_COMPLETED = "node.completed"
     NODE_FAILED = "node.failed"
     NODE_SKIPPED = "node.skipped"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_GRANTED = "approval.granted"
     COMPLETED = "task.completed"
     FAILED = "task.failed"
     CANCELLED = "task.cancelled"
     BUDGET_EXCEEDED = "task.budget_exceeded"
+    REJECTED = "task.rejected"
 
     @property
     def terminal(self) -> bool:
@@ -59,7 +64,13 @@ class EventType(enum.StrEnum):
 
 
 TERMINAL_EVENTS = frozenset(
-    {EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED, EventType.BUDGET_EXCEEDED}
+    {
+        EventType.COMPLETED,
+        EventType.FAILED,
+        EventType.CANCELLED,
+        EventType.BUDGET_EXCEEDED,
+        EventType.REJECTED,
+    }
 )
 
 TERMINAL_EVENT_FOR_STATUS = {
@@ -67,6 +78,7 @@ TERMINAL_EVENT_FOR_STATUS = {
     TaskStatus.FAILED: EventType.FAILED,
     TaskStatus.CANCELLED: EventType.CANCELLED,
     TaskStatus.BUDGET_EXCEEDED: EventType.BUDGET_EXCEEDED,
+    TaskStatus.REJECTED: EventType.REJECTED,
 }
 
 

@@ -176,3 +176,22 @@ def test_a_dag_task_streams_its_plan_and_nodes_and_reports_each_node(
     assert all(n.status == "completed" and n.output for n in final.nodes)
     node_tokens = sum(n.usage.total_tokens for n in final.nodes)
     assert 0 < node_tokens < final.usage.total_tokens  # planner and synthesis cost too
+
+
+def test_approval_over_http(client: TroupeClient) -> None:
+    waiting = client.submit_task("Needs a yes first", require_approval=True)
+    _until_status(client, waiting.id, "awaiting_approval")
+    client.approve_task(waiting.id, reason="fine by me")
+    assert client.wait(waiting.id).status == "completed"
+
+    refused = client.submit_task("Needs a yes too", require_approval=True)
+    _until_status(client, refused.id, "awaiting_approval")
+    client.reject_task(refused.id, reason="not today")
+    ended = client.wait(refused.id)
+    assert ended.status == "rejected"
+    assert ended.error is not None
+    assert ended.error.message == "not today"
+
+    with pytest.raises(TroupeAPIError) as caught:
+        client.approve_task(refused.id)
+    assert (caught.value.status, caught.value.code) == (409, "not_awaiting_approval")

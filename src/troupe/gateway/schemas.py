@@ -39,6 +39,22 @@ class TaskCreate(BaseModel):
     token_budget: int | None = Field(
         default=None, ge=1, description="Most tokens this task may use (all calls together)."
     )
+    require_approval: bool = Field(
+        default=False,
+        description="Wait for POST .../approve (after planning, before any agent works).",
+    )
+
+
+class Decision(BaseModel):
+    """Why a task is approved or rejected; kept in its events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class Rejection(Decision):
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class UsageView(BaseModel):
@@ -100,6 +116,8 @@ class TaskLinks(BaseModel):
     self: str
     events: str
     cancel: str
+    approve: str
+    reject: str
 
 
 class TaskView(BaseModel):
@@ -130,6 +148,8 @@ class TaskView(BaseModel):
                         "self": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c",
                         "events": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/events",
                         "cancel": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/cancel",
+                        "approve": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/approve",
+                        "reject": "/api/v1/tasks/tsk_5f0c3a9e1b2d4c6e8f9a0b1c/reject",
                     },
                 }
             ]
@@ -172,7 +192,13 @@ class TaskView(BaseModel):
             created_at=task.created_at,
             started_at=task.started_at,
             finished_at=task.finished_at,
-            links=TaskLinks(self=base, events=f"{base}/events", cancel=f"{base}/cancel"),
+            links=TaskLinks(
+                self=base,
+                events=f"{base}/events",
+                cancel=f"{base}/cancel",
+                approve=f"{base}/approve",
+                reject=f"{base}/reject",
+            ),
             plan=task.plan,
             nodes=[NodeView.of(n) for n in nodes],
         )

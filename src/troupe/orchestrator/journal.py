@@ -30,6 +30,18 @@ class TaskJournal:
         await self._fanout.publish(task_id)
         return task
 
+    async def moved(
+        self,
+        tenant_id: str,
+        task_id: str,
+        status: TaskStatus,
+        event: EventType,
+        data: dict[str, Any],
+    ) -> Task:
+        task = await self._store.move(tenant_id, task_id, status, event, data)
+        await self._fanout.publish(task_id)
+        return task
+
     async def task(self, tenant_id: str, task_id: str) -> Task:
         return await self._store.get_task(tenant_id, task_id)
 

@@ -14,7 +14,7 @@ from troupe.domain import EventType, Strategy, Task, TaskError, TaskStatus
 from troupe.errors import Conflict, Unavailable
 from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
-from troupe.orchestrator.payloads import TaskInput, WorkflowOptions
+from troupe.orchestrator.payloads import ApprovalDecision, TaskInput, WorkflowOptions
 from troupe.orchestrator.routing import choose_strategy
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.storage.kv.base import EventFanout
@@ -56,6 +56,7 @@ class TaskLauncher:
         session_id: str | None,
         strategy: Strategy | None,
         token_budget: int,
+        require_approval: bool = False,
     ) -> Task:
         """Store the task, then start its workflow; the task is accepted only once both hold.
 
@@ -85,6 +86,7 @@ class TaskLauncher:
                         query=query,
                         token_budget=token_budget,
                         strategy=strategy,
+                        require_approval=require_approval,
                     ),
                     self._options,
                 ],
@@ -120,6 +122,24 @@ class TaskLauncher:
             raise Unavailable(
                 "the workflow engine is unavailable; try cancelling again",
                 code="engine_unavailable",
+            ) from exc
+        return task
+
+    async def decide(self, *, tenant_id: str, task_id: str, approved: bool, reason: str) -> Task:
+        """Pass a human's decision to a task that waits for one."""
+        task = await self._store.get_task(tenant_id, task_id)
+        if task.status is not TaskStatus.AWAITING_APPROVAL:
+            raise Conflict(
+                f"task {task_id} is {task.status.value}, not awaiting approval",
+                code="not_awaiting_approval",
+            )
+        try:
+            await self._client.get_workflow_handle(task.workflow_id).signal(
+                TaskWorkflow.decide, ApprovalDecision(approved=approved, reason=reason)
+            )
+        except RPCError as exc:
+            raise Unavailable(
+                "the workflow engine is unavailable; try again", code="engine_unavailable"
             ) from exc
         return task
 

@@ -22,6 +22,24 @@ class TaskInput(_Payload):
     query: str
     token_budget: int
     strategy: Strategy = Strategy.SIMPLE
+    require_approval: bool = False
+
+
+class ApprovalDecision(_Payload):
+    """A human's answer to a task waiting for approval (the ``decide`` signal)."""
+
+    approved: bool
+    reason: str = ""
+
+
+class ApprovalStep(_Payload):
+    """Record that approval is awaited (``granted`` False) or was given (True)."""
+
+    tenant_id: str
+    task_id: str
+    granted: bool
+    reason: str = ""
+    timeout_s: float = 0
 
 
 class PlanResult(_Payload):
@@ -89,6 +107,7 @@ class WorkflowOptions(_Payload):
     max_attempts: int
     max_parallel_agents: int = 5
     failure_policy: Literal["fail", "continue"] = "fail"
+    approval_timeout_s: float = 3600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowOptions:
@@ -98,4 +117,5 @@ class WorkflowOptions(_Payload):
             max_attempts=settings.tasks.max_attempts,
             max_parallel_agents=settings.orchestrator.max_parallel_agents,
             failure_policy=settings.orchestrator.failure_policy,
+            approval_timeout_s=settings.orchestrator.approval_timeout_s,
         )

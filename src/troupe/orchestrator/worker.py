@@ -41,6 +41,7 @@ def build_worker(
             activities.run_node,
             activities.synthesize,
             activities.record_nodes_ended,
+            activities.record_approval,
             activities.finish_task,
         ],
         max_concurrent_activities=settings.worker.max_concurrent_activities,

@@ -175,15 +175,30 @@ class SqlTaskStore:
         return TaskPage(items=[_task(r) for r in rows], next_cursor=rows[-1].seq if more else None)
 
     async def mark_started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
-        """queued → running (or a retry note when already running); terminal tasks stay."""
+        """queued → running (or a retry note when already running); ended tasks stay."""
+        return await self.move(
+            tenant_id, task_id, TaskStatus.RUNNING, EventType.STARTED, {"attempt": attempt}
+        )
+
+    async def move(
+        self,
+        tenant_id: str,
+        task_id: str,
+        status: TaskStatus,
+        event: EventType,
+        data: dict[str, Any],
+    ) -> Task:
+        """A non-terminal status change with its event; an ended task stays as it is."""
+        if status.terminal:
+            raise ValueError(f"{status} is terminal: use finish")
         async with self._sessions.begin() as db:
             row = await self._task_row(db, tenant_id, task_id, lock=True)
             if TaskStatus(row.status).terminal:
                 return _task(row)
-            row.status = TaskStatus.RUNNING.value
+            row.status = status.value
             if row.started_at is None:
                 row.started_at = _now()
-            await self._append(db, tenant_id, task_id, EventType.STARTED, {"attempt": attempt})
+            await self._append(db, tenant_id, task_id, event, data)
             return _task(row)
 
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:

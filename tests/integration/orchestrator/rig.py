@@ -38,6 +38,7 @@ class Rig:
         *,
         budget: int = 5000,
         strategy: Strategy = Strategy.SIMPLE,
+        require_approval: bool = False,
     ) -> Task:
         return await self.launcher.submit(
             tenant_id=TENANT,
@@ -45,6 +46,7 @@ class Rig:
             session_id=None,
             strategy=strategy,
             token_budget=budget,
+            require_approval=require_approval,
         )
 
     async def until_ended(self, task_id: str, timeout_s: float = 30) -> Task:

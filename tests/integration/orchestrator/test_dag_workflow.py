@@ -3,94 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from tests.integration.orchestrator.rig import TENANT, RigFactory
-from troupe.agents.runtime import SIMPLE_PROMPT
+from tests.integration.orchestrator.team import Team, plan_json, team_provider
 from troupe.domain import EventType, NodeStatus, Strategy, TaskStatus
 from troupe.errors import ProviderError
-from troupe.llm.messages import ChatRequest
-from troupe.testing import FunctionProvider
 
 pytestmark = pytest.mark.integration
 
 
-def _plan(*nodes: tuple[str, list[str]]) -> str:
-    return json.dumps(
-        {
-            "nodes": [
-                {"id": i, "role": f"role {i}", "instructions": f"do {i}", "depends_on": deps}
-                for i, deps in nodes
-            ],
-            "synthesis": "merge everything",
-        }
-    )
-
-
-def _kind(request: ChatRequest) -> str:
-    if request.response_format is not None:
-        return "planner"
-    system = request.messages[0].content
-    if system.startswith("You combine"):
-        return "synthesis"
-    if system == SIMPLE_PROMPT:
-        return "simple"
-    return system.split(",")[0].removeprefix("You are role ")  # the node's id
-
-
-@dataclass
-class Team:
-    """Answers planner, node and synthesis calls; counts how many nodes run at once."""
-
-    plans: list[str]
-    node_seconds: float = 0.0
-    fail: dict[str, Exception] = field(default_factory=dict)
-    gate: asyncio.Event | None = None
-    running: int = 0
-    peak: int = 0
-    cancelled: int = 0
-    simple: int = 0
-    node_requests: dict[str, ChatRequest] = field(default_factory=dict)
-    synthesis: list[ChatRequest] = field(default_factory=list)
-
-    async def __call__(self, request: ChatRequest) -> str:
-        kind = _kind(request)
-        if kind == "planner":
-            return self.plans.pop(0) if len(self.plans) > 1 else self.plans[0]
-        if kind == "synthesis":
-            self.synthesis.append(request)
-            return "the final answer"
-        if kind == "simple":
-            self.simple += 1
-            return "one agent's answer"
-        self.node_requests[kind] = request
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            await asyncio.sleep(self.node_seconds)
-            if kind in self.fail:
-                raise self.fail[kind]
-            return f"output of {kind}"
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        finally:
-            self.running -= 1
-
-
-def _provider(team: Callable[[ChatRequest], Awaitable[str]]) -> FunctionProvider:
-    return FunctionProvider(team)
-
-
 async def test_a_five_wide_fan_out_runs_its_agents_at_once(rig: RigFactory) -> None:
-    team = Team(plans=[_plan(*((f"n{i}", []) for i in range(5)))], node_seconds=0.6)
-    async with rig(_provider(team)) as r:
+    team = Team(plans=[plan_json(*((f"n{i}", []) for i in range(5)))], node_seconds=0.6)
+    async with rig(team_provider(team)) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
         assert task.result == "the final answer"
@@ -104,8 +30,8 @@ async def test_a_five_wide_fan_out_runs_its_agents_at_once(rig: RigFactory) -> N
 
 
 async def test_no_more_than_max_parallel_agents_run_at_once(rig: RigFactory) -> None:
-    team = Team(plans=[_plan(*((f"n{i}", []) for i in range(7)))], node_seconds=0.3)
-    async with rig(_provider(team), orchestrator={"max_parallel_agents": 3}) as r:
+    team = Team(plans=[plan_json(*((f"n{i}", []) for i in range(7)))], node_seconds=0.3)
+    async with rig(team_provider(team), orchestrator={"max_parallel_agents": 3}) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
         assert team.peak == 3
@@ -113,8 +39,8 @@ async def test_no_more_than_max_parallel_agents_run_at_once(rig: RigFactory) -> 
 
 
 async def test_a_diamond_passes_each_node_its_dependencies_outputs(rig: RigFactory) -> None:
-    team = Team(plans=[_plan(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))])
-    async with rig(_provider(team)) as r:
+    team = Team(plans=[plan_json(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))])
+    async with rig(team_provider(team)) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
 
@@ -141,9 +67,9 @@ async def test_under_the_fail_policy_a_failed_node_fails_the_task_and_stops_the_
     rig: RigFactory,
 ) -> None:
     bad = ProviderError("model refused", code="provider_rejected", retryable=False)
-    team = Team(plans=[_plan(("slow", []), ("bad", []))], fail={"bad": bad}, node_seconds=0.3)
+    team = Team(plans=[plan_json(("slow", []), ("bad", []))], fail={"bad": bad}, node_seconds=0.3)
     team_slow = team
-    async with rig(_provider(team)) as r:
+    async with rig(team_provider(team)) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.FAILED
         assert task.error is not None
@@ -156,8 +82,10 @@ async def test_under_the_fail_policy_a_failed_node_fails_the_task_and_stops_the_
 
 async def test_under_the_continue_policy_synthesis_reports_the_gap(rig: RigFactory) -> None:
     bad = ProviderError("model refused", code="provider_rejected", retryable=False)
-    team = Team(plans=[_plan(("good", []), ("bad", []), ("after-bad", ["bad"]))], fail={"bad": bad})
-    async with rig(_provider(team), orchestrator={"failure_policy": "continue"}) as r:
+    team = Team(
+        plans=[plan_json(("good", []), ("bad", []), ("after-bad", ["bad"]))], fail={"bad": bad}
+    )
+    async with rig(team_provider(team), orchestrator={"failure_policy": "continue"}) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
         synthesis = team.synthesis[0].messages[-1].content
@@ -177,9 +105,9 @@ async def test_under_the_continue_policy_synthesis_reports_the_gap(rig: RigFacto
 
 
 async def test_an_invalid_plan_is_repaired_once(rig: RigFactory) -> None:
-    cyclic = _plan(("a", ["b"]), ("b", ["a"]))
-    team = Team(plans=[cyclic, _plan(("a", []), ("b", ["a"]))])
-    provider = _provider(team)
+    cyclic = plan_json(("a", ["b"]), ("b", ["a"]))
+    team = Team(plans=[cyclic, plan_json(("a", []), ("b", ["a"]))])
+    provider = team_provider(team)
     async with rig(provider) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
@@ -191,7 +119,7 @@ async def test_an_invalid_plan_is_repaired_once(rig: RigFactory) -> None:
 
 async def test_two_invalid_plans_fall_back_to_one_agent_and_say_why(rig: RigFactory) -> None:
     team = Team(plans=["not json at all"])
-    async with rig(_provider(team)) as r:
+    async with rig(team_provider(team)) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
         events = await r.events(task.id)
@@ -206,8 +134,8 @@ async def test_two_invalid_plans_fall_back_to_one_agent_and_say_why(rig: RigFact
 
 async def test_cancel_mid_dag_stops_every_running_agent(rig: RigFactory) -> None:
     gate = asyncio.Event()  # never set: nodes hang until cancelled
-    team = Team(plans=[_plan(("x", []), ("y", []), ("z", ["x"]))], gate=gate)
-    async with rig(_provider(team)) as r:
+    team = Team(plans=[plan_json(("x", []), ("y", []), ("z", ["x"]))], gate=gate)
+    async with rig(team_provider(team)) as r:
         task = await r.submit(strategy=Strategy.DAG)
         async with asyncio.timeout(30):
             while team.running < 2:

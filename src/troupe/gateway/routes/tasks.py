@@ -11,7 +11,14 @@ from troupe.domain import Strategy, TaskStatus
 from troupe.errors import InvalidInput, NotFound
 from troupe.gateway.deps import LauncherDep, SettingsDep, StoreDep, TenantDep
 from troupe.gateway.errors import error_body
-from troupe.gateway.schemas import SESSION_ID_PATTERN, TaskCreate, TaskPageView, TaskView
+from troupe.gateway.schemas import (
+    SESSION_ID_PATTERN,
+    Decision,
+    Rejection,
+    TaskCreate,
+    TaskPageView,
+    TaskView,
+)
 from troupe.orchestrator.launcher import TASK_ID_PREFIX
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -60,6 +67,7 @@ async def submit_task(
         session_id=body.session_id,
         strategy=None if body.strategy == "auto" else Strategy(body.strategy),
         token_budget=budget,
+        require_approval=body.require_approval,
     )
     view = TaskView.of(task)
     response.headers["Location"] = view.links.self
@@ -106,3 +114,35 @@ async def get_task(task_id: str, tenant: TenantDep, store: StoreDep) -> TaskView
 async def cancel_task(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> TaskView:
     """Request cancellation; the task ends `cancelled` once its agents have stopped."""
     return TaskView.of(await launcher.cancel(tenant_id=tenant, task_id=checked_task_id(task_id)))
+
+
+_DECISION_ERRORS = {**ERRORS, 409: {"description": "The task is not awaiting approval", **_ERROR}}
+
+
+@router.post(
+    "/{task_id}/approve", status_code=202, response_model=TaskView, responses=_DECISION_ERRORS
+)
+async def approve_task(
+    task_id: str, tenant: TenantDep, launcher: LauncherDep, body: Decision | None = None
+) -> TaskView:
+    """Let a task that awaits approval go ahead with its plan."""
+    task = await launcher.decide(
+        tenant_id=tenant,
+        task_id=checked_task_id(task_id),
+        approved=True,
+        reason=body.reason if body else "",
+    )
+    return TaskView.of(task)
+
+
+@router.post(
+    "/{task_id}/reject", status_code=202, response_model=TaskView, responses=_DECISION_ERRORS
+)
+async def reject_task(
+    task_id: str, body: Rejection, tenant: TenantDep, launcher: LauncherDep
+) -> TaskView:
+    """Stop a task that awaits approval; it ends `rejected` with the reason."""
+    task = await launcher.decide(
+        tenant_id=tenant, task_id=checked_task_id(task_id), approved=False, reason=body.reason
+    )
+    return TaskView.of(task)

@@ -12,9 +12,11 @@ from temporalio.exceptions import ApplicationError
 
 from troupe.agents.metering import CallContext
 from troupe.agents.runtime import AgentRuntime
+from troupe.domain import EventType, TaskStatus
 from troupe.errors import TroupeError
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import (
+    ApprovalStep,
     FinishInput,
     NodesEnded,
     NodeTask,
@@ -76,6 +78,26 @@ class TaskActivities:
         await self._journal.nodes_ended_without_output(
             ended.tenant_id, ended.task_id, failed=ended.failed, skipped=ended.skipped
         )
+
+    @activity.defn(name="record_approval")
+    async def record_approval(self, step: ApprovalStep) -> None:
+        """The task waits for a human (or the wait ended with a yes)."""
+        if step.granted:
+            await self._journal.moved(
+                step.tenant_id,
+                step.task_id,
+                TaskStatus.RUNNING,
+                EventType.APPROVAL_GRANTED,
+                {"reason": step.reason},
+            )
+        else:
+            await self._journal.moved(
+                step.tenant_id,
+                step.task_id,
+                TaskStatus.AWAITING_APPROVAL,
+                EventType.APPROVAL_REQUESTED,
+                {"timeout_s": step.timeout_s},
+            )
 
     @activity.defn(name="finish_task")
     async def finish_task(self, finish: FinishInput) -> None:

@@ -5,6 +5,8 @@ dag:    plan_task → nodes (every ready node at once, at most max_parallel_agen
         synthesize, which completes the task. A node that fails for good either
         fails the task or, under the ``continue`` policy, becomes a gap the synthesis
         reports (nodes that needed its output are skipped).
+When the task asks for approval, the workflow waits for the ``decide`` signal after
+planning (before any agent works); no decision within the timeout rejects it.
 Every other ending is recorded by ``finish_task``, so storage always learns how the
 task ended. The workflow only decides; storage writes happen in activities.
 """
@@ -23,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from troupe.domain import Plan, Strategy, TaskError, TaskStatus
     from troupe.orchestrator import dag
     from troupe.orchestrator.payloads import (
+        ApprovalDecision,
+        ApprovalStep,
         FinishInput,
         Gap,
         NodeOutput,
@@ -54,6 +58,13 @@ class _TaskEnded(Exception):
 class TaskWorkflow:
     def __init__(self) -> None:
         self._options: WorkflowOptions | None = None
+        self._decision: ApprovalDecision | None = None
+
+    @workflow.signal(name="decide")
+    def decide(self, decision: ApprovalDecision) -> None:
+        """A human approved or rejected the plan; the first decision stands."""
+        if self._decision is None:
+            self._decision = decision
 
     @workflow.run
     async def run(self, task: TaskInput, options: WorkflowOptions) -> TaskOutcome:
@@ -62,6 +73,7 @@ class TaskWorkflow:
             if task.strategy is Strategy.DAG:
                 await self._run_dag(task)
             else:
+                await self._approved(task)
                 await self._agent("run_simple_agent", task, str)
         except asyncio.CancelledError:
             await self._finish(task, TaskStatus.CANCELLED, None)
@@ -80,6 +92,7 @@ class TaskWorkflow:
 
     async def _run_dag(self, task: TaskInput) -> None:
         planned = await self._agent("plan_task", task, PlanResult)
+        await self._approved(task)
         if planned.plan is None:  # the planner failed twice: one agent answers instead
             await self._agent("run_simple_agent", task, str)
             return
@@ -88,6 +101,46 @@ class TaskWorkflow:
             "synthesize",
             SynthesisTask(task=task, how=planned.plan.synthesis, outputs=outputs, gaps=gaps),
             str,
+        )
+
+    async def _approved(self, task: TaskInput) -> None:
+        """Wait for a human's yes when the task asks for one; a no or silence rejects."""
+        if not task.require_approval:
+            return
+        timeout_s = self._opts.approval_timeout_s
+        await self._record_approval(
+            ApprovalStep(
+                tenant_id=task.tenant_id, task_id=task.task_id, granted=False, timeout_s=timeout_s
+            )
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timedelta(seconds=timeout_s)
+            )
+        except TimeoutError:
+            raise _TaskEnded(
+                TaskStatus.REJECTED,
+                TaskError(code="approval_timeout", message=f"no decision within {timeout_s:g}s"),
+            ) from None
+        assert self._decision is not None
+        if not self._decision.approved:
+            reason = self._decision.reason or "rejected without a reason"
+            raise _TaskEnded(TaskStatus.REJECTED, TaskError(code="rejected", message=reason))
+        await self._record_approval(
+            ApprovalStep(
+                tenant_id=task.tenant_id,
+                task_id=task.task_id,
+                granted=True,
+                reason=self._decision.reason,
+            )
+        )
+
+    async def _record_approval(self, step: ApprovalStep) -> None:
+        await workflow.execute_activity(
+            "record_approval",
+            step,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
         )
 
     async def _run_nodes(
