@@ -18,6 +18,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from troupe.domain import EventType
 from troupe.gateway.schemas import EventView, TaskPageView, TaskView
+from troupe.orchestrator.report import ReplayReport
 
 _STREAM_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
 
@@ -168,6 +169,18 @@ class AsyncTroupeClient:
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
+    async def replay_task(self, task_id: str) -> ReplayReport:
+        response = await self._http.post(f"/api/v1/tasks/{task_id}/replay")
+        _raise_for(response)
+        return ReplayReport.model_validate_json(response.content)
+
+    async def task_history(self, task_id: str) -> dict[str, Any]:
+        """``{"workflow_id": ..., "history": <Temporal's history JSON>}``."""
+        response = await self._http.get(f"/api/v1/tasks/{task_id}/history")
+        _raise_for(response)
+        history: dict[str, Any] = response.json()
+        return history
+
     async def ready(self) -> bool:
         try:
             return (await self._http.get("/readyz")).status_code == 200
@@ -282,6 +295,18 @@ class TroupeClient:
         response = self._http.post(f"/api/v1/tasks/{task_id}/reject", json={"reason": reason})
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
+
+    def replay_task(self, task_id: str) -> ReplayReport:
+        response = self._http.post(f"/api/v1/tasks/{task_id}/replay")
+        _raise_for(response)
+        return ReplayReport.model_validate_json(response.content)
+
+    def task_history(self, task_id: str) -> dict[str, Any]:
+        """``{"workflow_id": ..., "history": <Temporal's history JSON>}``."""
+        response = self._http.get(f"/api/v1/tasks/{task_id}/history")
+        _raise_for(response)
+        history: dict[str, Any] = response.json()
+        return history
 
     def ready(self) -> bool:
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.processes import REPO, TROUPE, TroupeProcess, child_env
+from troupe.client import TroupeAPIError, TroupeClient
 
 pytestmark = pytest.mark.e2e
 
@@ -73,3 +76,44 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     down = _troupe("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "database schema at base" in down.stderr
+
+
+def test_replay_a_finished_task_through_the_server_and_from_an_export(
+    served: TroupeProcess, tmp_path: Path
+) -> None:
+    with TroupeClient(served.url) as client:
+        task = client.wait(client.submit_task("Weigh two options", strategy="dag").id)
+        report = client.replay_task(task.id)
+    assert report.deterministic
+    assert report.consistent
+    assert report.nodes
+    assert all(n.equal for n in report.nodes)
+
+    done = _troupe("replay", task.id, "--server", served.url, env={})
+    assert done.returncode == 0, done.stderr
+    assert "verdict: consistent" in done.stdout
+
+    exported = _troupe("replay", task.id, "--server", served.url, "--export", str(tmp_path), env={})
+    assert exported.returncode == 0, exported.stderr
+    (saved,) = tmp_path.glob("*.json")
+    offline = _troupe("replay", "--file", str(saved), "--json", env={})
+    assert offline.returncode == 0, offline.stderr
+    (offline_report,) = json.loads(offline.stdout)
+    assert offline_report["deterministic"] is True
+    assert offline_report["workflow_id"] == f"task-{task.id}"
+
+
+def test_replaying_an_unfinished_or_unknown_task_is_refused(served: TroupeProcess) -> None:
+    with TroupeClient(served.url) as client:
+        waiting = client.submit_task("hold on", require_approval=True)
+        deadline = time.monotonic() + 30
+        while client.get_task(waiting.id).status != "awaiting_approval":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(TroupeAPIError) as caught:
+            client.replay_task(waiting.id)
+        assert (caught.value.status, caught.value.code) == (409, "task_not_ended")
+        client.reject_task(waiting.id, reason="test over")
+    done = _troupe("replay", "tsk_" + "0" * 24, "--server", served.url, env={})
+    assert done.returncode == 1
+    assert "task_not_found" in done.stderr

@@ -190,6 +190,41 @@ async def _run_embedded(
         return await follow_and_render(platform.base_url, query, session_id, token_budget, console)
 
 
+@app.command()
+def replay(
+    task_ids: Annotated[list[str] | None, typer.Argument(help="Tasks to replay")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="TROUPE_SERVER_URL", help="URL of a running Troupe (default: config)"),
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Save the tasks' histories as JSON here, don't replay")
+    ] = None,
+    file: Annotated[
+        list[Path] | None, typer.Option(help="Replay a saved history file (no server needed)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Replay tasks' workflow histories against this code: a determinism and consistency
+    report per task. Exit code 1 when any report diverges."""
+    from troupe.cli.replaying import export_histories, replay_files, replay_tasks
+
+    if not task_ids and not file:
+        console.print("name task ids, or --file with saved histories")
+        raise typer.Exit(2)
+    if file:
+        _run(lambda: replay_files(file, as_json=as_json, console=console))
+        return
+    assert task_ids is not None
+    if server is None:
+        settings = _settings(config)
+        server = f"http://{settings.server.host}:{settings.server.port}"
+    if export is not None:
+        raise typer.Exit(export_histories(server, task_ids, export, console=console))
+    _run(lambda: replay_tasks(server, task_ids, as_json=as_json, console=console))
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",

@@ -1,4 +1,4 @@
-"""The one bridge from the gateway to Temporal: submit and cancel tasks."""
+"""The one bridge from the gateway to Temporal: submit, cancel, approve, replay tasks."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import logging
 import secrets
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError, RPCStatusCode
 
 from troupe.config import Settings
 from troupe.domain import EventType, Strategy, Task, TaskError, TaskStatus
-from troupe.errors import Conflict, Unavailable
+from troupe.errors import Conflict, NotFound, Unavailable
 from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import ApprovalDecision, TaskInput, WorkflowOptions
+from troupe.orchestrator.replay import fetch_history, replay_history
+from troupe.orchestrator.report import ReplayReport
 from troupe.orchestrator.routing import choose_strategy
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.storage.kv.base import EventFanout
@@ -142,6 +144,33 @@ class TaskLauncher:
                 "the workflow engine is unavailable; try again", code="engine_unavailable"
             ) from exc
         return task
+
+    async def history(self, *, tenant_id: str, task_id: str) -> WorkflowHistory:
+        """The task's workflow history as Temporal recorded it."""
+        task = await self._store.get_task(tenant_id, task_id)
+        try:
+            return await fetch_history(self._client, task.workflow_id)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"Temporal no longer has the history of task {task_id}",
+                    code="history_not_found",
+                ) from exc
+            raise Unavailable(
+                "the workflow engine is unavailable", code="engine_unavailable"
+            ) from exc
+
+    async def replay(self, *, tenant_id: str, task_id: str) -> ReplayReport:
+        """Replay the task's history against this code and compare with storage."""
+        history = await self.history(tenant_id=tenant_id, task_id=task_id)
+        task = await self._store.get_task(tenant_id, task_id)
+        if not task.status.terminal:
+            raise Conflict(
+                f"task {task_id} is still {task.status.value}; replay it once it has ended",
+                code="task_not_ended",
+            )
+        nodes = await self._store.task_nodes(tenant_id, task_id)
+        return await replay_history(history, task=task, nodes=nodes)
 
     async def ping(self) -> None:
         try:

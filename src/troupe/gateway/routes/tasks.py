@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from troupe.domain import Strategy, TaskStatus
 from troupe.errors import InvalidInput, NotFound
@@ -20,6 +21,7 @@ from troupe.gateway.schemas import (
     TaskView,
 )
 from troupe.orchestrator.launcher import TASK_ID_PREFIX
+from troupe.orchestrator.report import ReplayReport
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -146,3 +148,21 @@ async def reject_task(
         tenant_id=tenant, task_id=checked_task_id(task_id), approved=False, reason=body.reason
     )
     return TaskView.of(task)
+
+
+@router.post(
+    "/{task_id}/replay",
+    response_model=ReplayReport,
+    responses={**ERRORS, 409: {"description": "The task has not ended", **_ERROR}},
+)
+async def replay_task(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> ReplayReport:
+    """Replay the task's workflow history against the running code and compare the
+    recorded outputs with storage: a determinism and consistency report."""
+    return await launcher.replay(tenant_id=tenant, task_id=checked_task_id(task_id))
+
+
+@router.get("/{task_id}/history", responses=ERRORS)
+async def task_history(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> JSONResponse:
+    """The task's workflow history as Temporal's JSON (what `troupe replay --export` saves)."""
+    history = await launcher.history(tenant_id=tenant, task_id=checked_task_id(task_id))
+    return JSONResponse({"workflow_id": history.workflow_id, "history": history.to_json_dict()})
