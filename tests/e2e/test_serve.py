@@ -195,3 +195,44 @@ def test_approval_over_http(client: TroupeClient) -> None:
     with pytest.raises(TroupeAPIError) as caught:
         client.approve_task(refused.id)
     assert (caught.value.status, caught.value.code) == (409, "not_awaiting_approval")
+
+
+def test_a_dag_survives_a_crash_mid_nodes_without_counting_any_node_twice(
+    tmp_path: Path,
+) -> None:
+    serve = TroupeProcess(
+        "serve",
+        env={
+            "TROUPE_DATA_DIR": str(tmp_path / "data"),
+            "TROUPE_LLM__SIMULATION__LATENCY_MS": "1500",
+            "TROUPE_TASKS__HEARTBEAT_TIMEOUT_S": "1",
+        },
+        log=tmp_path / "serve.log",
+    )
+    serve.start()
+    with TroupeClient(serve.url) as client:
+        task = client.submit_task("survive a crash in the middle", strategy="dag")
+        deadline = time.monotonic() + 30
+        while not any(n.status == "running" for n in client.get_task(task.id).nodes):
+            assert time.monotonic() < deadline, "no node ever started"
+            time.sleep(0.05)
+    serve.kill()  # mid-nodes: their calls are in flight, nothing of theirs is recorded
+    serve.start()
+    try:
+        with TroupeClient(serve.url) as client:
+            ended = client.wait(task.id)
+            assert ended.status == "completed", ended.error
+            final = client.get_task(task.id)
+            events = list(client.follow(task.id))
+        completed = [str(e.data["node_id"]) for e in events if e.type == "node.completed"]
+        assert sorted(completed) == sorted(n.node_id for n in final.nodes)  # once each
+        assert all(n.attempts >= 2 for n in final.nodes)  # the crashed attempts were retried
+        calls = [e for e in events if e.type == "llm.call"]
+        node_calls = [e for e in calls if e.data["node_id"] is not None]
+        assert len(node_calls) == len(final.nodes)
+        recorded = sum(
+            int(str(e.data["prompt_tokens"])) + int(str(e.data["completion_tokens"])) for e in calls
+        )
+        assert final.usage.total_tokens == recorded
+    finally:
+        assert serve.stop() == 0, serve.output()

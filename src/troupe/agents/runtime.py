@@ -60,8 +60,13 @@ class AgentRuntime:
         attempt: int,
     ) -> str:
         """One plan node: its agent works on its part with its dependencies' outputs."""
-        await self._journal.node_started(ctx.tenant_id, ctx.task_id, node.id, attempt=attempt)
-        task = await self._journal.task(ctx.tenant_id, ctx.task_id)
+        start = await self._journal.node_started(
+            ctx.tenant_id, ctx.task_id, node.id, attempt=attempt
+        )
+        if start.output is not None:
+            # An earlier attempt finished this node and crashed before Temporal heard of
+            # it: hand back its output rather than paying for the same work twice.
+            return start.output
         system = f"You are {node.role}, one agent of a team working on a task. {node.instructions}"
         user = f"Task: {query}"
         if inputs:
@@ -71,7 +76,9 @@ class AgentRuntime:
             ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=user),
         )
-        metered = await self._llm.call(ctx, messages, tier=node.tier, spent=task.usage.total_tokens)
+        metered = await self._llm.call(
+            ctx, messages, tier=node.tier, spent=start.task.usage.total_tokens
+        )
         output = metered.response.content[: self._orchestrator.node_output_chars]
         await self._journal.node_completed(
             ctx.tenant_id, ctx.task_id, node.id, output, metered.record

@@ -13,7 +13,7 @@ from typing import Any
 from troupe.domain import EventType, Plan, Task, TaskError, TaskStatus
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
-from troupe.storage.repositories import LLMCallRecord, SqlTaskStore
+from troupe.storage.repositories import LLMCallRecord, NodeStart, SqlTaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,11 @@ class TaskJournal:
 
     async def node_started(
         self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
-    ) -> None:
-        await self._store.node_started(tenant_id, task_id, node_id, attempt=attempt)
-        await self._fanout.publish(task_id)
+    ) -> NodeStart:
+        start = await self._store.node_started(tenant_id, task_id, node_id, attempt=attempt)
+        if start.output is None:
+            await self._fanout.publish(task_id)
+        return start
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord

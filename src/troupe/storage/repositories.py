@@ -72,6 +72,14 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeStart:
+    """The task when a node starts, and the node's output if it had finished before."""
+
+    task: Task
+    output: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskPage:
     items: list[Task]
     next_cursor: int | None
@@ -363,8 +371,23 @@ class SqlTaskStore:
 
     async def node_started(
         self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
-    ) -> None:
+    ) -> NodeStart:
+        """Mark the node running, unless an earlier attempt already finished it (then its
+        output is returned and nothing changes); also returns the task as it is now."""
         async with self._sessions.begin() as db:
+            done = (
+                await db.execute(
+                    select(TaskNodeRow.output).where(
+                        TaskNodeRow.task_id == task_id,
+                        TaskNodeRow.node_id == node_id,
+                        TaskNodeRow.status == NodeStatus.COMPLETED.value,
+                    )
+                )
+            ).scalar_one_or_none()
+            if done is not None:
+                return NodeStart(
+                    task=_task(await self._task_row(db, tenant_id, task_id)), output=done
+                )
             await db.execute(
                 update(TaskNodeRow)
                 .where(TaskNodeRow.task_id == task_id, TaskNodeRow.node_id == node_id)
@@ -382,6 +405,7 @@ class SqlTaskStore:
                 EventType.NODE_STARTED,
                 {"node_id": node_id, "attempt": attempt},
             )
+            return NodeStart(task=_task(await self._task_row(db, tenant_id, task_id)), output=None)
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
@@ -531,6 +555,7 @@ class SqlTaskStore:
                     ),
                     cached_tokens=r.cached_tokens,
                     latency_ms=r.latency_ms,
+                    node_id=r.node_id,
                 )
                 for r in rows
             ]
