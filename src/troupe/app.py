@@ -21,6 +21,8 @@ from troupe.storage.database import create_engine
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.kv.memory import MemoryEventFanout
 from troupe.storage.repositories import SqlTaskStore
+from troupe.tools.base import ToolRegistry
+from troupe.tools.calculator import Calculator
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +63,22 @@ class Services:
 
     def worker(self) -> Worker:
         return build_worker(
-            self.temporal, self.settings, provider=self.provider, journal=self.journal
+            self.temporal,
+            self.settings,
+            provider=self.provider,
+            journal=self.journal,
+            tools=build_tools(),
         )
 
     async def aclose(self) -> None:
         await self.provider.aclose()
         await self.fanout.aclose()
         await self.store.aclose()
+
+
+def build_tools() -> ToolRegistry:
+    """The built-in tools (more arrive with the tools layer)."""
+    return ToolRegistry([Calculator()])
 
 
 def build_fanout(settings: Settings) -> EventFanout:

@@ -25,10 +25,12 @@ class TaskStatus(enum.StrEnum):
 
 
 class Strategy(enum.StrEnum):
-    """How a task is executed: one agent, or a planned DAG of agents."""
+    """How a task is executed: one agent, a planned DAG of agents, or one agent that
+    reasons and uses tools step by step (react)."""
 
     SIMPLE = "simple"
     DAG = "dag"
+    REACT = "react"
 
 
 class NodeStatus(enum.StrEnum):
@@ -37,6 +39,7 @@ class NodeStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"  # the task ended (cancelled, failed, rejected) before it did
 
 
 class EventType(enum.StrEnum):
@@ -50,6 +53,7 @@ class EventType(enum.StrEnum):
     NODE_COMPLETED = "node.completed"
     NODE_FAILED = "node.failed"
     NODE_SKIPPED = "node.skipped"
+    REACT_STEP = "react.step"
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_GRANTED = "approval.granted"
     COMPLETED = "task.completed"

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.processes import REPO, TROUPE, TroupeProcess, child_env
 from troupe.client import TroupeAPIError, TroupeClient
+from troupe.orchestrator.devserver import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -117,3 +118,11 @@ def test_replaying_an_unfinished_or_unknown_task_is_refused(served: TroupeProces
     done = _troupe("replay", "tsk_" + "0" * 24, "--server", served.url, env={})
     assert done.returncode == 1
     assert "task_not_found" in done.stderr
+
+
+def test_replay_against_an_unreachable_server_says_so() -> None:
+    done = _troupe(
+        "replay", "tsk_" + "0" * 24, "--server", f"http://127.0.0.1:{free_port()}", env={}
+    )
+    assert done.returncode == 1
+    assert "cannot reach" in done.stderr

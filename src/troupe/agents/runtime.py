@@ -37,6 +37,9 @@ class AgentRuntime:
     async def answer(self, ctx: CallContext, query: str, *, attempt: int) -> str:
         """The simple strategy: one agent answers; the task completes with its answer."""
         task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
+        if task.status.terminal:
+            # An earlier attempt ended the task and crashed before Temporal heard of it.
+            return task.result or ""
         messages = (
             ChatMessage(role="system", content=SIMPLE_PROMPT),
             ChatMessage(role="user", content=query),
@@ -95,6 +98,8 @@ class AgentRuntime:
     ) -> str:
         """Fan in: one answer from every node's output; completes the task."""
         task = await self._journal.task(ctx.tenant_id, ctx.task_id)
+        if task.status.terminal:  # an earlier attempt finished it and then crashed
+            return task.result or ""
         parts = [f"Task: {query}", "Agent outputs:"]
         parts += [f"## {o.node_id} ({o.role})\n{o.output}" for o in outputs]
         if gaps:

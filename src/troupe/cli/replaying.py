@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 from troupe.client import AsyncTroupeClient, TroupeAPIError, TroupeClient
@@ -30,6 +31,9 @@ async def replay_tasks(server: str, task_ids: list[str], *, as_json: bool, conso
             except TroupeAPIError as exc:
                 console.print(f"[red]{task_id}[/red] {exc.code}: {exc.message}")
                 return 1
+            except httpx.TransportError as exc:
+                console.print(f"[red]cannot reach {server}[/red]: {exc}")
+                return 1
     return _print(reports, as_json=as_json, console=console)
 
 
@@ -41,6 +45,9 @@ def export_histories(server: str, task_ids: list[str], directory: Path, *, conso
                 exported = client.task_history(task_id)
             except TroupeAPIError as exc:
                 console.print(f"[red]{task_id}[/red] {exc.code}: {exc.message}")
+                return 1
+            except httpx.TransportError as exc:
+                console.print(f"[red]cannot reach {server}[/red]: {exc}")
                 return 1
             path = directory / f"{exported['workflow_id']}.json"
             path.write_text(json.dumps(exported), encoding="utf-8")

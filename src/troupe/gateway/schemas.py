@@ -32,9 +32,12 @@ class TaskCreate(BaseModel):
         pattern=SESSION_ID_PATTERN,
         description="Conversation this task belongs to; created on first use.",
     )
-    strategy: Literal["auto", "simple", "dag"] = Field(
+    strategy: Literal["auto", "simple", "dag", "react"] = Field(
         default="auto",
-        description="simple: one agent; dag: a planned team of agents; auto: Troupe chooses.",
+        description=(
+            "simple: one agent; dag: a planned team of agents; react: one agent using tools "
+            "step by step; auto: Troupe chooses between simple and dag."
+        ),
     )
     token_budget: int | None = Field(
         default=None, ge=1, description="Most tokens this task may use (all calls together)."

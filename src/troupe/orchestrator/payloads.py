@@ -86,6 +86,28 @@ class NodesEnded(_Payload):
     skipped: dict[str, str]
 
 
+class ReactTurn(_Payload):
+    """One reason → act → observe step of a react agent."""
+
+    thought: str
+    tool: str
+    arguments: dict[str, object]
+    observation: str
+
+
+class ReactStepTask(_Payload):
+    task: TaskInput
+    turns: tuple[ReactTurn, ...] = ()
+    last: bool = False  # the agent must answer now, without tools
+
+
+class ReactStepResult(_Payload):
+    """Either a turn (the agent used a tool) or the answer (the task is complete)."""
+
+    turn: ReactTurn | None = None
+    answer: str | None = None
+
+
 class FinishInput(_Payload):
     tenant_id: str
     task_id: str
@@ -108,6 +130,7 @@ class WorkflowOptions(_Payload):
     max_parallel_agents: int = 5
     failure_policy: Literal["fail", "continue"] = "fail"
     approval_timeout_s: float = 3600
+    react_max_steps: int = 6
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowOptions:
@@ -118,4 +141,5 @@ class WorkflowOptions(_Payload):
             max_parallel_agents=settings.orchestrator.max_parallel_agents,
             failure_policy=settings.orchestrator.failure_policy,
             approval_timeout_s=settings.orchestrator.approval_timeout_s,
+            react_max_steps=settings.orchestrator.react_max_steps,
         )

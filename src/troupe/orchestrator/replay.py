@@ -80,9 +80,10 @@ async def replay_history(
         divergences.append(f"replay: {failure}")
     if task is not None:
         answer = recorded.answer
-        report.result_equal = answer is not None and answer == task.result
-        if answer is not None and not report.result_equal:
-            divergences.append("the final answer")
+        if answer is not None or task.result is not None:  # else: nothing to compare
+            report.result_equal = answer == task.result
+            if not report.result_equal:
+                divergences.append("the final answer")
         report.nodes = _compare_nodes(recorded.nodes, nodes)
         divergences += [f"node {n.node_id}" for n in report.nodes if n.equal is False]
     else:  # a history from a file: only its own outputs are known

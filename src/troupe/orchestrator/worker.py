@@ -11,6 +11,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import troupe
 from troupe.agents.metering import MeteredLLM
+from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings
 from troupe.llm.base import LLMProvider
@@ -18,16 +19,23 @@ from troupe.orchestrator.activities.task import TaskActivities
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.planner import Planner
 from troupe.orchestrator.workflows.task import TaskWorkflow
+from troupe.tools.base import ToolRegistry
 
 
 def build_worker(
-    client: Client, settings: Settings, *, provider: LLMProvider, journal: TaskJournal
+    client: Client,
+    settings: Settings,
+    *,
+    provider: LLMProvider,
+    journal: TaskJournal,
+    tools: ToolRegistry,
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
     llm = MeteredLLM(provider, settings.llm)
     activities = TaskActivities(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
         Planner(llm, journal, settings.orchestrator),
+        ReactAgent(llm, journal, tools, settings.llm, settings.orchestrator),
         journal,
         heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,
     )
@@ -38,6 +46,7 @@ def build_worker(
         activities=[
             activities.run_simple_agent,
             activities.plan_task,
+            activities.react_step,
             activities.run_node,
             activities.synthesize,
             activities.record_nodes_ended,

@@ -323,8 +323,25 @@ class SqlTaskStore:
             }
             if error is not None:
                 data["error"] = error.model_dump()
+            if status is not TaskStatus.COMPLETED:
+                await self._close_open_nodes(db, tenant_id, task_id, now)
             await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
             return Finish(task=_task(row), call_stored=call_stored)
+
+    async def _close_open_nodes(
+        self, db: AsyncSession, tenant_id: str, task_id: str, now: datetime
+    ) -> None:
+        """Nodes still pending or running when the task ends early will never finish."""
+        await db.execute(
+            update(TaskNodeRow)
+            .where(
+                TaskNodeRow.task_id == task_id,
+                TaskNodeRow.tenant_id == tenant_id,
+                TaskNodeRow.status.in_([NodeStatus.PENDING.value, NodeStatus.RUNNING.value]),
+            )
+            .values(status=NodeStatus.CANCELLED.value, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
@@ -379,6 +396,7 @@ class SqlTaskStore:
                 await db.execute(
                     select(TaskNodeRow.output).where(
                         TaskNodeRow.task_id == task_id,
+                        TaskNodeRow.tenant_id == tenant_id,
                         TaskNodeRow.node_id == node_id,
                         TaskNodeRow.status == NodeStatus.COMPLETED.value,
                     )
@@ -390,7 +408,11 @@ class SqlTaskStore:
                 )
             await db.execute(
                 update(TaskNodeRow)
-                .where(TaskNodeRow.task_id == task_id, TaskNodeRow.node_id == node_id)
+                .where(
+                    TaskNodeRow.task_id == task_id,
+                    TaskNodeRow.tenant_id == tenant_id,
+                    TaskNodeRow.node_id == node_id,
+                )
                 .values(
                     status=NodeStatus.RUNNING.value,
                     attempts=attempt,
@@ -418,7 +440,11 @@ class SqlTaskStore:
                 await self._add_call(db, tenant_id, task_id, call)
                 await db.execute(
                     update(TaskNodeRow)
-                    .where(TaskNodeRow.task_id == task_id, TaskNodeRow.node_id == node_id)
+                    .where(
+                        TaskNodeRow.task_id == task_id,
+                        TaskNodeRow.tenant_id == tenant_id,
+                        TaskNodeRow.node_id == node_id,
+                    )
                     .values(
                         status=NodeStatus.COMPLETED.value,
                         output=output,
@@ -460,7 +486,7 @@ class SqlTaskStore:
         async with self._sessions.begin() as db:
             now = _now()
             for node_id, error in failed.items():
-                await self._end_node(db, task_id, node_id, NodeStatus.FAILED, error, now)
+                await self._end_node(db, tenant_id, task_id, node_id, NodeStatus.FAILED, error, now)
                 await self._append(
                     db,
                     tenant_id,
@@ -469,7 +495,7 @@ class SqlTaskStore:
                     {"node_id": node_id, "error": error.model_dump()},
                 )
             for node_id, reason in skipped.items():
-                await self._end_node(db, task_id, node_id, NodeStatus.SKIPPED, None, now)
+                await self._end_node(db, tenant_id, task_id, node_id, NodeStatus.SKIPPED, None, now)
                 await self._append(
                     db,
                     tenant_id,
@@ -481,6 +507,7 @@ class SqlTaskStore:
     async def _end_node(
         self,
         db: AsyncSession,
+        tenant_id: str,
         task_id: str,
         node_id: str,
         status: NodeStatus,
@@ -491,6 +518,7 @@ class SqlTaskStore:
             update(TaskNodeRow)
             .where(
                 TaskNodeRow.task_id == task_id,
+                TaskNodeRow.tenant_id == tenant_id,
                 TaskNodeRow.node_id == node_id,
                 TaskNodeRow.status.in_([NodeStatus.PENDING.value, NodeStatus.RUNNING.value]),
             )

@@ -8,7 +8,7 @@ import pytest
 
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.agents.runtime import AgentRuntime
-from troupe.config import load_settings
+from troupe.config import Settings, load_settings
 from troupe.domain import Plan, PlanNode, Strategy
 from troupe.llm.messages import ChatRequest
 from troupe.orchestrator.journal import TaskJournal
@@ -28,6 +28,13 @@ async def test_a_retried_node_returns_the_stored_output_without_a_new_call(
     engine = database.create_engine(settings.database_url)
     await database.upgrade(engine)
     store = SqlTaskStore(engine)
+    try:
+        await _retried_node_is_not_paid_twice(store, settings)
+    finally:
+        await store.aclose()
+
+
+async def _retried_node_is_not_paid_twice(store: SqlTaskStore, settings: Settings) -> None:
     journal = TaskJournal(store, MemoryEventFanout())
 
     async def answer(request: ChatRequest) -> str:
@@ -70,4 +77,3 @@ async def test_a_retried_node_returns_the_stored_output_without_a_new_call(
     assert [c.node_id for c in calls] == ["only"]
     (stored,) = await store.task_nodes("acme", task_id)
     assert stored.usage == (await store.get_task("acme", task_id)).usage
-    await store.aclose()

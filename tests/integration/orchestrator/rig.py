@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from troupe.app import connect_temporal
+from troupe.app import build_tools, connect_temporal
 from troupe.config import Settings, load_settings
 from troupe.domain import EventType, Strategy, Task, TaskEvent, TaskStatus
 from troupe.llm.base import LLMProvider
@@ -93,9 +93,13 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
-        worker = build_worker(client, settings, provider=provider, journal=journal)
-        async with worker:
-            yield Rig(store=store, launcher=launcher)
-        await store.aclose()
+        worker = build_worker(
+            client, settings, provider=provider, journal=journal, tools=build_tools()
+        )
+        try:
+            async with worker:
+                yield Rig(store=store, launcher=launcher)
+        finally:
+            await store.aclose()
 
     return build

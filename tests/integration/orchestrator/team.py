@@ -42,6 +42,7 @@ class Team:
 
     plans: list[str]
     node_seconds: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)  # per-node overrides
     fail: dict[str, Exception] = field(default_factory=dict)
     gate: asyncio.Event | None = None
     running: int = 0
@@ -67,7 +68,7 @@ class Team:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            await asyncio.sleep(self.node_seconds)
+            await asyncio.sleep(self.seconds.get(kind, self.node_seconds))
             if kind in self.fail:
                 raise self.fail[kind]
             return f"output of {kind}"

@@ -67,7 +67,9 @@ async def test_under_the_fail_policy_a_failed_node_fails_the_task_and_stops_the_
     rig: RigFactory,
 ) -> None:
     bad = ProviderError("model refused", code="provider_rejected", retryable=False)
-    team = Team(plans=[plan_json(("slow", []), ("bad", []))], fail={"bad": bad}, node_seconds=0.3)
+    team = Team(
+        plans=[plan_json(("slow", []), ("bad", []))], fail={"bad": bad}, seconds={"slow": 30}
+    )
     team_slow = team
     async with rig(team_provider(team)) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
@@ -78,6 +80,7 @@ async def test_under_the_fail_policy_a_failed_node_fails_the_task_and_stops_the_
         assert team_slow.synthesis == []
         nodes = {n.node_id: n for n in await r.store.task_nodes(TENANT, task.id)}
         assert nodes["bad"].status is NodeStatus.FAILED
+        assert nodes["slow"].status is NodeStatus.CANCELLED  # stopped, and closed in storage
 
 
 async def test_under_the_continue_policy_synthesis_reports_the_gap(rig: RigFactory) -> None:
@@ -146,3 +149,5 @@ async def test_cancel_mid_dag_stops_every_running_agent(rig: RigFactory) -> None
         assert team.cancelled == 2
         assert "z" not in team.node_requests
         assert team.synthesis == []
+        nodes = {n.node_id: n.status for n in await r.store.task_nodes(TENANT, task.id)}
+        assert nodes == dict.fromkeys("xyz", NodeStatus.CANCELLED)

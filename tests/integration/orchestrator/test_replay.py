@@ -93,7 +93,7 @@ def _recorded() -> list[Path]:
 
 def test_recorded_histories_are_present() -> None:
     names = {p.stem for p in _recorded()}
-    assert names == {"simple", "dag", "approval"}, "run tests/fixtures/histories/record.py"
+    assert names == {"simple", "dag", "react", "approval"}, "run tests/fixtures/histories/record.py"
 
 
 @pytest.mark.parametrize("path", _recorded(), ids=[p.stem for p in _recorded()])

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 
 from troupe.config import SimulationSettings
 from troupe.errors import ProviderError
@@ -39,6 +40,10 @@ _VOCABULARY = [
 ]
 
 
+# An arithmetic expression inside a sentence: numbers joined by operators.
+_ARITHMETIC = re.compile(r"[-(]*\d+(?:\.\d+)?(?:\s*[-+*/%]+\s*[(]*\d+(?:\.\d+)?\)*)+")
+
+
 class SimulationProvider:
     """Deterministic stand-in for a real LLM; announced loudly when it is the default."""
 
@@ -57,6 +62,8 @@ class SimulationProvider:
         question = request.messages[-1].content if request.messages else ""
         if request.response_format is not None and request.response_format.name == "Plan":
             return self._plan(request)
+        if request.response_format is not None and request.response_format.name == "ReactStep":
+            return self._react_step(request)
         length = 12 + digest[0] % 24
         words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[1 : 1 + length]]
         body = " ".join(words)
@@ -90,7 +97,30 @@ class SimulationProvider:
             for n in range(1, width + 1)
         ]
         plan = {"nodes": nodes, "synthesis": "Combine the analysts' findings into one answer."}
-        content = json.dumps(plan)
+        return self._json_response(request, json.dumps(plan))
+
+    def _react_step(self, request: ChatRequest) -> ChatResponse:
+        """Compute the first arithmetic expression of the task with the calculator, then
+        answer with what it observed; without one, answer at once."""
+        question = request.messages[1].content if len(request.messages) > 1 else ""
+        observations = [
+            m.content.removeprefix("Observation: ")
+            for m in request.messages
+            if m.role == "user" and m.content.startswith("Observation: ")
+        ]
+        expression = _ARITHMETIC.search(question)
+        step: dict[str, object]
+        if expression and not observations:
+            step = {
+                "thought": "I should compute this exactly rather than guess.",
+                "action": {"tool": "calculator", "arguments": {"expression": expression[0]}},
+            }
+        else:
+            found = f" The calculator says {observations[-1]}." if observations else ""
+            step = {"thought": "I have what I need.", "answer": f"[simulated]{found}"}
+        return self._json_response(request, json.dumps(step))
+
+    def _json_response(self, request: ChatRequest, content: str) -> ChatResponse:
         return ChatResponse(
             provider=self.name,
             model=request.model,

@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from troupe.agents.metering import CallContext
+from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.domain import EventType, TaskStatus
 from troupe.errors import TroupeError
@@ -21,6 +22,8 @@ from troupe.orchestrator.payloads import (
     NodesEnded,
     NodeTask,
     PlanResult,
+    ReactStepResult,
+    ReactStepTask,
     SynthesisTask,
     TaskInput,
 )
@@ -34,11 +37,13 @@ class TaskActivities:
         self,
         runtime: AgentRuntime,
         planner: Planner,
+        react: ReactAgent,
         journal: TaskJournal,
         *,
         heartbeat_s: float,
     ) -> None:
         self._runtime = runtime
+        self._react = react
         self._planner = planner
         self._journal = journal
         self._heartbeat_s = heartbeat_s
@@ -70,6 +75,14 @@ class TaskActivities:
         async with self._guarded():
             return await self._runtime.synthesize(
                 _context(job.task), job.task.query, job.how, job.outputs, job.gaps
+            )
+
+    @activity.defn(name="react_step")
+    async def react_step(self, job: ReactStepTask) -> ReactStepResult:
+        """One reason → act → observe step; the answering step completes the task."""
+        async with self._guarded():
+            return await self._react.step(
+                _context(job.task), job.task.query, job.turns, attempt=_attempt(), last=job.last
             )
 
     @activity.defn(name="record_nodes_ended")

@@ -1,6 +1,8 @@
 """TaskWorkflow: one task from queued to a terminal status, durably.
 
 simple: one activity; the agent records its own start, usage and result.
+react:  react_step activities, each one reason → act (a tool) → observe, until the
+        agent answers or the last allowed step makes it answer.
 dag:    plan_task → nodes (every ready node at once, at most max_parallel_agents) →
         synthesize, which completes the task. A node that fails for good either
         fails the task or, under the ``continue`` policy, becomes a gap the synthesis
@@ -33,6 +35,9 @@ with workflow.unsafe.imports_passed_through():
         NodesEnded,
         NodeTask,
         PlanResult,
+        ReactStepResult,
+        ReactStepTask,
+        ReactTurn,
         SynthesisTask,
         TaskInput,
         TaskOutcome,
@@ -72,6 +77,9 @@ class TaskWorkflow:
         try:
             if task.strategy is Strategy.DAG:
                 await self._run_dag(task)
+            elif task.strategy is Strategy.REACT:
+                await self._approved(task)
+                await self._run_react(task)
             else:
                 await self._approved(task)
                 await self._agent("run_simple_agent", task, str)
@@ -102,6 +110,21 @@ class TaskWorkflow:
             SynthesisTask(task=task, how=planned.plan.synthesis, outputs=outputs, gaps=gaps),
             str,
         )
+
+    async def _run_react(self, task: TaskInput) -> None:
+        """Reason → act → observe, one activity per step; the last step must answer."""
+        turns: tuple[ReactTurn, ...] = ()
+        steps = self._opts.react_max_steps
+        for step in range(steps):
+            result = await self._agent(
+                "react_step",
+                ReactStepTask(task=task, turns=turns, last=step == steps - 1),
+                ReactStepResult,
+            )
+            if result.answer is not None:
+                return
+            assert result.turn is not None
+            turns = (*turns, result.turn)
 
     async def _approved(self, task: TaskInput) -> None:
         """Wait for a human's yes when the task asks for one; a no or silence rejects."""

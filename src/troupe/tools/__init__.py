@@ -1,0 +1,1 @@
+"""④ Tools agents may call: typed arguments, bounded results."""

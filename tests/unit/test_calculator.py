@@ -1,0 +1,74 @@
+"""The calculator evaluates arithmetic exactly and refuses everything else."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from troupe.tools.base import ToolError, ToolRegistry
+from troupe.tools.calculator import Calculator, evaluate
+
+pytestmark = pytest.mark.unit
+
+
+@st.composite
+def expressions(draw: st.DrawFn, depth: int = 3) -> str:
+    if depth == 0 or draw(st.booleans()):
+        return str(draw(st.integers(-1000, 1000)))
+    left = draw(expressions(depth - 1))
+    right = draw(expressions(depth - 1))
+    op = draw(st.sampled_from(["+", "-", "*"]))
+    return f"({left} {op} {right})"
+
+
+@given(expressions())
+def test_integer_arithmetic_matches_python(expression: str) -> None:
+    assert evaluate(expression) == Fraction(eval(expression))  # generated, trusted input
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("17 * 23 + 4", Fraction(395)),
+        ("1/3 + 1/6", Fraction(1, 2)),
+        ("2 ** 10", Fraction(1024)),
+        ("7 // 2", Fraction(3)),
+        ("-(3 - 5) % 3", Fraction(2)),
+        ("0.5 * 4", Fraction(2)),
+    ],
+)
+def test_known_values(expression: str, value: Fraction) -> None:
+    assert evaluate(expression) == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("__import__('os').system('id')", "only numbers"),
+        ("x + 1", "only numbers"),
+        ("(1).__class__", "only numbers"),
+        ("1 / 0", "division by zero"),
+        ("2 ** 100000", "exponents are limited"),
+        ("9 ** 999 ** 2", "exponents are limited"),
+        ("1 +", "not an arithmetic expression"),
+        ("1 << 5", "not allowed"),
+        ("2 ** 0.5", "whole-number exponents"),
+    ],
+)
+def test_anything_but_arithmetic_is_refused(expression: str, reason: str) -> None:
+    with pytest.raises(ToolError, match=reason):
+        evaluate(expression)
+
+
+async def test_the_registry_validates_arguments_and_bounds_results() -> None:
+    registry = ToolRegistry([Calculator()], max_result_chars=10)
+    assert await registry.call("calculator", {"expression": "6 * 7"}) == "42"
+    assert (await registry.call("calculator", {"expression": "10 ** 40"})).endswith("… [cut]")
+    with pytest.raises(ToolError, match="bad arguments"):
+        await registry.call("calculator", {"expr": "1"})
+    (described,) = registry.describe()
+    assert described["name"] == "calculator"
+    assert "expression" in str(described["arguments"])
