@@ -111,7 +111,7 @@ def _recorded_outputs(events: Sequence[HistoryEvent]) -> _Recorded:
     """Each node's output and the final answer, as the history recorded them."""
     converter = pydantic_data_converter.payload_converter
     scheduled: dict[int, tuple[str, Payloads]] = {}
-    nodes: dict[str, str] = {}
+    nodes: dict[int, tuple[str, str]] = {}  # by scheduling event: a deterministic order
     answer: str | None = None
     for event in events:
         if event.HasField("activity_task_scheduled_event_attributes"):
@@ -123,10 +123,10 @@ def _recorded_outputs(events: Sequence[HistoryEvent]) -> _Recorded:
             if name == "run_node":
                 (job,) = converter.from_payloads(payload_in.payloads, [NodeTask])
                 (output,) = converter.from_payloads(done.result.payloads, [str])
-                nodes[job.node.id] = output
+                nodes[done.scheduled_event_id] = (job.node.id, output)
             elif name in _ANSWERING:
                 (answer,) = converter.from_payloads(done.result.payloads, [str])
-    return _Recorded(nodes=nodes, answer=answer)
+    return _Recorded(nodes=dict(nodes[k] for k in sorted(nodes)), answer=answer)
 
 
 def _digest(text: str | None) -> str | None:
