@@ -624,6 +624,20 @@ class SqlTaskStore:
         return _event(row)
 
 
+def _error(row: TaskRow | TaskNodeRow) -> TaskError | None:
+    if row.error_code is None:
+        return None
+    return TaskError(code=row.error_code, message=row.error_message or "")
+
+
+def _usage(row: TaskRow | TaskNodeRow) -> Usage:
+    return Usage(
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_micro_usd=row.cost_micro_usd,
+    )
+
+
 def _task(row: TaskRow) -> Task:
     return Task(
         id=row.id,
@@ -634,14 +648,8 @@ def _task(row: TaskRow) -> Task:
         status=TaskStatus(row.status),
         token_budget=row.token_budget,
         result=row.result,
-        error=TaskError(code=row.error_code, message=row.error_message or "")
-        if row.error_code
-        else None,
-        usage=Usage(
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost_micro_usd=row.cost_micro_usd,
-        ),
+        error=_error(row),
+        usage=_usage(row),
         workflow_id=row.workflow_id,
         created_at=row.created_at,
         started_at=row.started_at,
@@ -658,14 +666,8 @@ def _node_run(row: TaskNodeRow) -> NodeRun:
         depends_on=tuple(row.depends_on),
         status=NodeStatus(row.status),
         output=row.output,
-        error=TaskError(code=row.error_code, message=row.error_message or "")
-        if row.error_code
-        else None,
-        usage=Usage(
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost_micro_usd=row.cost_micro_usd,
-        ),
+        error=_error(row),
+        usage=_usage(row),
         attempts=row.attempts,
         started_at=row.started_at,
         finished_at=row.finished_at,
