@@ -33,22 +33,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
-from serving import BenchError, ServeProcess, Shutdown, exit_on_sigterm
+from serving import (
+    BenchError,
+    ServeProcess,
+    Shutdown,
+    exit_on_sigterm,
+    run_workers,
+    shutdown_line,
+    span_ms,
+)
+from stats import PERCENTILE_METHOD, summarize
 
 from troupe.client import AsyncTroupeClient, TroupeAPIError
 from troupe.domain import NodeStatus, TaskStatus
 from troupe.gateway.schemas import TaskView
 
-PERCENTILE_METHOD = 'statistics.quantiles(data, n=100, method="inclusive")'
 PLAN_WIDTH = 5  # agents per plan: plan call → 5 parallel agent calls → synthesis call
 CALLS_ON_CRITICAL_PATH = 3  # plan, one agent, synthesis
 QUERY = "Compare event sourcing with CRUD for an order system (dag benchmark task {index})"
@@ -111,10 +117,6 @@ class Outcome:
         return (self.ended - self.began) * 1000
 
 
-def _span_ms(start: datetime, end: datetime | None) -> float | None:
-    return None if end is None else (end - start).total_seconds() * 1000
-
-
 def _nodes(task: TaskView) -> str:
     return ", ".join(
         f"{n.node_id}={n.status}" + (f" ({n.error.code}: {n.error.message})" if n.error else "")
@@ -169,7 +171,7 @@ async def run_one(client: AsyncTroupeClient, index: int, timeout_s: float) -> Ou
         problem = f"{what} failed: {type(exc).__name__}: {exc}"
         return Outcome(index, task_id, began, time.perf_counter(), None, None, problem)
     ended = time.perf_counter()
-    span = _span_ms(final.created_at, final.finished_at)
+    span = span_ms(final.created_at, final.finished_at)
     return Outcome(index, task_id, began, ended, str(final.status), span, check(final))
 
 
@@ -185,23 +187,14 @@ async def run_stage(
 
     A task that fails is recorded and the run goes on, unless the server has exited.
     """
-    outcomes: list[Outcome] = []
-    indices = iter(range(first, first + count))
 
-    async def worker() -> None:
-        for index in indices:
-            outcome = await run_one(client, index, timeout_s)
-            outcomes.append(outcome)
-            if outcome.problem and (gone := server_gone()):
-                raise BenchError(f"{gone} (task {outcome.task_id}: {outcome.problem})")
+    async def job(index: int) -> Outcome:
+        outcome = await run_one(client, index, timeout_s)
+        if outcome.problem and (gone := server_gone()):
+            raise BenchError(f"{gone} (task {outcome.task_id}: {outcome.problem})")
+        return outcome
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(in_flight, count)):
-                group.create_task(worker())
-    except* BenchError as errors:
-        raise errors.exceptions[0] from None
-    return outcomes
+    return await run_workers(first, count, in_flight, job)
 
 
 # --------------------------------------------------------------------------- cases
@@ -288,23 +281,6 @@ def run_case(
 
 
 # --------------------------------------------------------------------------- report
-
-
-def summarize(values: list[float]) -> dict[str, float] | None:
-    """min/median/p90/p99/max/mean; percentiles per PERCENTILE_METHOD."""
-    if not values:
-        return None
-    cuts = (
-        statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    )
-    return {
-        "min": min(values),
-        "median": cuts[49],
-        "p90": cuts[89],
-        "p99": cuts[98],
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
 
 
 def _failure(outcome: Outcome, stage: str) -> dict[str, Any]:
@@ -434,12 +410,7 @@ def print_case(report: dict[str, Any]) -> None:
             )
         if target is not None:
             print(f"     anchors: {ANCHORS_THROUGHPUT_TEXT}")
-    shutdown = report["shutdown_s"]
-    print(
-        "   shutdown: SIGTERM → exit "
-        + (f"in {shutdown:.2f} s" if shutdown is not None else "not measured")
-        + f", exit code {report['shutdown_exit_code']}"
-    )
+    print("   " + shutdown_line(report["shutdown_s"], report["shutdown_exit_code"]))
     if report["dropped_env"]:
         print(f"   (not passed to troupe serve: {', '.join(report['dropped_env'])})")
     for failure in report["failures"][:20]:

@@ -6,12 +6,17 @@ process) with a fresh temporary data dir, a free loopback port and every inherit
 polls ``/readyz`` until the first 200 and stops the server with SIGTERM, reporting a
 server that does not exit cleanly or leaves a process of its group behind.
 
+Also here, for the task benchmarks: :func:`run_workers` (K asyncio workers that each
+take the next task until all have been submitted), :func:`span_ms` (a task's span as
+stored by the server) and :func:`shutdown_line` (how the stop is reported).
+
 The scripts are run as ``python benchmarks/X.py``, which puts this directory first on
 ``sys.path``, so they import this module as plain ``serving``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,15 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -46,6 +55,45 @@ class Shutdown:
     seconds: float | None  # SIGTERM → exit; None when it had to be killed or was gone
     returncode: int | None
     problem: str | None  # anything other than a clean exit, verbatim
+
+
+def shutdown_line(seconds: float | None, exit_code: int | None) -> str:
+    """The line "shutdown: SIGTERM → exit in X s, exit code N" that the scripts print."""
+    return (
+        "shutdown: SIGTERM → exit "
+        + (f"in {seconds:.2f} s" if seconds is not None else "not measured")
+        + f", exit code {exit_code}"
+    )
+
+
+def span_ms(start: datetime, end: datetime | None) -> float | None:
+    """``start`` → ``end`` in ms (a task's ``created_at`` → ``finished_at``); None: no end."""
+    return None if end is None else (end - start).total_seconds() * 1000
+
+
+async def run_workers(
+    first: int, count: int, workers: int, job: Callable[[int], Awaitable[T]]
+) -> list[T]:
+    """``job(index)`` for ``first`` ... ``first + count - 1``, by ``workers`` asyncio
+    workers that each take the next index until none is left, so that up to ``workers``
+    jobs are in flight. Results in the order the jobs finished.
+
+    A :class:`BenchError` from a job cancels the others and is raised as itself.
+    """
+    results: list[T] = []
+    indices = iter(range(first, first + count))
+
+    async def worker() -> None:
+        for index in indices:
+            results.append(await job(index))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(workers, count)):
+                group.create_task(worker())
+    except* BenchError as errors:
+        raise errors.exceptions[0] from None
+    return results
 
 
 def exit_on_sigterm() -> None:

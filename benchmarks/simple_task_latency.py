@@ -22,23 +22,29 @@ import argparse
 import asyncio
 import json
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from types import FrameType
 from typing import Any
 
 import httpx
-from serving import BenchError, ServeProcess, Shutdown, exit_on_sigterm
+from serving import (
+    BenchError,
+    ServeProcess,
+    Shutdown,
+    exit_on_sigterm,
+    run_workers,
+    shutdown_line,
+    span_ms,
+)
+from stats import PERCENTILE_METHOD, summarize
 
 from troupe.client import AsyncTroupeClient, TroupeAPIError, TroupeClient
 from troupe.gateway.schemas import TaskView
 
-PERCENTILE_METHOD = 'statistics.quantiles(data, n=100, method="inclusive")'
 TARGET_P50_MS = 100.0  # concurrency 1 only
 TARGET_P99_MS = 150.0  # concurrency 1 only
 QUERY = "Summarise the trade-offs of event sourcing (benchmark task {index})"
@@ -59,10 +65,6 @@ class Sample:
     server_ms: float | None  # task created_at → finished_at, as stored by the server
 
 
-def _span_ms(start: datetime, end: datetime | None) -> float | None:
-    return None if end is None else (end - start).total_seconds() * 1000
-
-
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: FrameType | None) -> None:
@@ -80,9 +82,7 @@ def _deadline(seconds: float) -> Iterator[None]:
 def _sample(task_id: str, final: TaskView, began: float) -> Sample:
     """The Sample of a task that ``wait()`` has just returned; ``began`` is before submit."""
     wall_ms = (time.perf_counter() - began) * 1000
-    return Sample(
-        task_id, str(final.status), wall_ms, _span_ms(final.created_at, final.finished_at)
-    )
+    return Sample(task_id, str(final.status), wall_ms, span_ms(final.created_at, final.finished_at))
 
 
 def _unreadable(exc: BaseException) -> str:
@@ -157,21 +157,12 @@ async def _run_concurrent(
     base_url: str, first: int, count: int, concurrency: int, timeout_s: float
 ) -> list[Sample]:
     """K workers share one client; each takes the next task until ``count`` are done."""
-    samples: list[Sample] = []
-    indices = iter(range(first, first + count))
     async with AsyncTroupeClient(base_url, transport=httpx.AsyncHTTPTransport()) as client:
 
-        async def worker() -> None:
-            for index in indices:
-                samples.append(await _run_one_async(client, index, timeout_s))
+        async def job(index: int) -> Sample:
+            return await _run_one_async(client, index, timeout_s)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(concurrency, count)):
-                    group.create_task(worker())
-        except* BenchError as errors:
-            raise errors.exceptions[0] from None
-    return samples
+        return await run_workers(first, count, concurrency, job)
 
 
 def run_concurrent(
@@ -181,21 +172,6 @@ def run_concurrent(
 
 
 # --------------------------------------------------------------------------- report
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    """min/median/p90/p99/max/mean; percentiles per PERCENTILE_METHOD."""
-    cuts = (
-        statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    )
-    return {
-        "min": min(values),
-        "median": cuts[49],
-        "p90": cuts[89],
-        "p99": cuts[98],
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
 
 
 def _verdict(value: float, target: float) -> str:
@@ -210,6 +186,7 @@ def build_report(
     shutdown: Shutdown,
 ) -> dict[str, Any]:
     latency = summarize([s.wall_ms for s in samples])
+    assert latency is not None  # --tasks >= 1, and every task gives a sample or aborts the run
     spans = [s.server_ms for s in samples if s.server_ms is not None]
     statuses: dict[str, int] = {}
     for sample in samples:
@@ -223,7 +200,7 @@ def build_report(
         "simulation_latency_ms": args.latency_ms,
         "percentile_method": PERCENTILE_METHOD,
         "latency_ms": latency,
-        "server_span_ms": summarize(spans) if spans else None,
+        "server_span_ms": summarize(spans),
         "throughput_tasks_per_s": len(samples) / elapsed_s,
         "statuses": statuses,
         "targets_ms": {"p50": TARGET_P50_MS, "p99": TARGET_P99_MS} if targeted else None,
@@ -274,12 +251,7 @@ def print_report(report: dict[str, Any]) -> None:
         )
     print(f"throughput: {report['throughput_tasks_per_s']:.1f} tasks/s")
     print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(report["statuses"].items())))
-    shutdown = report["shutdown_s"]
-    print(
-        "shutdown: SIGTERM → exit "
-        + (f"in {shutdown:.2f} s" if shutdown is not None else "not measured")
-        + f", exit code {report['shutdown_exit_code']}"
-    )
+    print(shutdown_line(report["shutdown_s"], report["shutdown_exit_code"]))
     if report["shutdown_problem"]:
         print(f"shutdown PROBLEM: {report['shutdown_problem']}")
 

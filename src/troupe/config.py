@@ -148,6 +148,7 @@ class OrchestratorSettings(_Section):
     dag_min_words: int = Field(default=60, ge=1)
     dag_min_markers: int = Field(default=3, ge=1)
     approval_timeout_s: float = Field(default=3600, gt=0)
+    complexity_judge: bool = False
     react_max_steps: int = Field(default=6, ge=1, le=50)
     react_tools: tuple[str, ...] = ("calculator",)
 

@@ -126,3 +126,15 @@ def test_replay_against_an_unreachable_server_says_so() -> None:
     )
     assert done.returncode == 1
     assert "cannot reach" in done.stderr
+
+
+def test_a_react_task_replays_consistently(served: TroupeProcess) -> None:
+    with TroupeClient(served.url) as client:
+        task = client.wait(client.submit_task("What is 6 * 7?", strategy="react").id)
+        assert task.status == "completed"
+        assert task.result is not None
+        assert "42" in task.result
+        report = client.replay_task(task.id)
+    assert report.deterministic
+    assert report.result_equal is True
+    assert report.consistent

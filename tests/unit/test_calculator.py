@@ -8,6 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from troupe.agents.metering import MeteredLLM
+from troupe.agents.react import ReactAgent
+from troupe.config import LLMSettings, OrchestratorSettings, SimulationSettings
+from troupe.errors import ConfigError
+from troupe.llm.providers.simulation import SimulationProvider
 from troupe.tools.base import ToolError, ToolRegistry
 from troupe.tools.calculator import Calculator, evaluate
 
@@ -72,3 +77,16 @@ async def test_the_registry_validates_arguments_and_bounds_results() -> None:
     (described,) = registry.describe()
     assert described["name"] == "calculator"
     assert "expression" in str(described["arguments"])
+
+
+def test_react_tools_must_exist_in_the_registry() -> None:
+
+    llm = MeteredLLM(SimulationProvider(SimulationSettings()), LLMSettings())
+    with pytest.raises(ConfigError, match="unknown tools \\['web'\\]"):
+        ReactAgent(
+            llm,
+            journal=None,  # type: ignore[arg-type]  # never reached: construction fails first
+            tools=ToolRegistry([Calculator()]),
+            llm_settings=LLMSettings(),
+            orchestrator=OrchestratorSettings(react_tools=("calculator", "web")),
+        )

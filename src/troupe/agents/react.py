@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings, OrchestratorSettings
 from troupe.domain import EventType, TaskStatus
-from troupe.errors import InvalidInput, NotFound
+from troupe.errors import ConfigError, InvalidInput, NotFound
 from troupe.llm.messages import ChatMessage, StructuredOutput
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import ReactStepResult, ReactTurn
@@ -62,6 +62,12 @@ class ReactAgent:
     ) -> None:
         self._llm = llm
         self._journal = journal
+        unknown = sorted(set(orchestrator.react_tools) - set(tools.names()))
+        if unknown:
+            raise ConfigError(
+                f"orchestrator.react_tools names unknown tools {unknown}; "
+                f"available: {tools.names()}"
+            )
         self._tools = tools
         self._llm_settings = llm_settings
         self._allowed = orchestrator.react_tools
@@ -79,6 +85,9 @@ class ReactAgent:
             task = await self._journal.task(ctx.tenant_id, ctx.task_id)
         else:
             task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
+        if task.status.terminal:
+            # An earlier attempt answered and crashed before Temporal heard of it.
+            return ReactStepResult(answer=task.result or "")
         messages = self._messages(query, turns, last=last)
         metered = await self._llm.call(
             ctx,

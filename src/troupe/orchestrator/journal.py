@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from troupe.domain import EventType, Plan, Task, TaskError, TaskStatus
+from troupe.domain import EventType, Plan, Strategy, Task, TaskError, TaskStatus
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.repositories import LLMCallRecord, NodeStart, SqlTaskStore
@@ -49,6 +49,12 @@ class TaskJournal:
         if await self._store.record_llm_call(tenant_id, task_id, call):
             _count_call(call)
             await self._fanout.publish(task_id)
+
+    async def strategy_chosen(
+        self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
+    ) -> None:
+        await self._store.set_strategy(tenant_id, task_id, strategy, data)
+        await self._fanout.publish(task_id)
 
     async def plan_created(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         await self._store.save_plan(tenant_id, task_id, plan)

@@ -64,6 +64,7 @@ class TaskLauncher:
 
         ``strategy`` None lets complexity routing choose.
         """
+        judge = strategy is None and self._settings.orchestrator.complexity_judge
         if strategy is None:
             strategy = choose_strategy(query, self._settings.orchestrator)
         task_id = new_task_id()
@@ -89,6 +90,7 @@ class TaskLauncher:
                         token_budget=token_budget,
                         strategy=strategy,
                         require_approval=require_approval,
+                        judge_strategy=judge,
                     ),
                     self._options,
                 ],

@@ -23,7 +23,7 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from troupe.domain import NodeRun, Task
-from troupe.orchestrator.payloads import NodeTask
+from troupe.orchestrator.payloads import NodeTask, ReactStepResult
 from troupe.orchestrator.report import NodeComparison, ReplayReport
 from troupe.orchestrator.workflows.task import TaskWorkflow
 
@@ -126,6 +126,10 @@ def _recorded_outputs(events: Sequence[HistoryEvent]) -> _Recorded:
                 nodes[done.scheduled_event_id] = (job.node.id, output)
             elif name in _ANSWERING:
                 (answer,) = converter.from_payloads(done.result.payloads, [str])
+            elif name == "react_step":
+                (step,) = converter.from_payloads(done.result.payloads, [ReactStepResult])
+                if step.answer is not None:
+                    answer = step.answer
     return _Recorded(nodes=dict(nodes[k] for k in sorted(nodes)), answer=answer)
 
 

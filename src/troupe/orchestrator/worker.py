@@ -17,6 +17,7 @@ from troupe.config import Settings
 from troupe.llm.base import LLMProvider
 from troupe.orchestrator.activities.task import TaskActivities
 from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.judge import StrategyJudge
 from troupe.orchestrator.planner import Planner
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.tools.base import ToolRegistry
@@ -36,6 +37,7 @@ def build_worker(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
         Planner(llm, journal, settings.orchestrator),
         ReactAgent(llm, journal, tools, settings.llm, settings.orchestrator),
+        StrategyJudge(llm, journal, settings.orchestrator),
         journal,
         heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,
     )
@@ -45,6 +47,7 @@ def build_worker(
         workflows=[TaskWorkflow],
         activities=[
             activities.run_simple_agent,
+            activities.judge_strategy,
             activities.plan_task,
             activities.react_step,
             activities.run_node,

@@ -343,6 +343,25 @@ class SqlTaskStore:
             .execution_options(synchronize_session=False)
         )
 
+    async def set_strategy(
+        self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
+    ) -> None:
+        """Record the strategy routing chose, with the strategy.chosen event."""
+        async with self._sessions.begin() as db:
+            await db.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
+                .values(strategy=strategy.value)
+                .execution_options(synchronize_session=False)
+            )
+            await self._append(
+                db,
+                tenant_id,
+                task_id,
+                EventType.STRATEGY_CHOSEN,
+                {"strategy": strategy.value, **data},
+            )
+
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
         async with self._sessions.begin() as db:
@@ -355,7 +374,9 @@ class SqlTaskStore:
             known = set(
                 (
                     await db.execute(
-                        select(TaskNodeRow.node_id).where(TaskNodeRow.task_id == task_id)
+                        select(TaskNodeRow.node_id).where(
+                            TaskNodeRow.task_id == task_id, TaskNodeRow.tenant_id == tenant_id
+                        )
                     )
                 ).scalars()
             )

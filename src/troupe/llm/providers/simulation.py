@@ -64,6 +64,8 @@ class SimulationProvider:
             return self._plan(request)
         if request.response_format is not None and request.response_format.name == "ReactStep":
             return self._react_step(request)
+        if request.response_format is not None and request.response_format.name == "StrategyChoice":
+            return self._strategy_choice(request, question)
         length = 12 + digest[0] % 24
         words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[1 : 1 + length]]
         body = " ".join(words)
@@ -119,6 +121,16 @@ class SimulationProvider:
             found = f" The calculator says {observations[-1]}." if observations else ""
             step = {"thought": "I have what I need.", "answer": f"[simulated]{found}"}
         return self._json_response(request, json.dumps(step))
+
+    def _strategy_choice(self, request: ChatRequest, question: str) -> ChatResponse:
+        """A team for questions that join several parts (commas, 'and', 'compare')."""
+        parts = question.count(",") + question.lower().count(" and ")
+        dag = parts >= 2 or "compare" in question.lower()
+        choice = {
+            "strategy": "dag" if dag else "simple",
+            "reason": "several parts" if dag else "one question",
+        }
+        return self._json_response(request, json.dumps(choice))
 
     def _json_response(self, request: ChatRequest, content: str) -> ChatResponse:
         return ChatResponse(

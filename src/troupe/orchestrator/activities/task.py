@@ -13,9 +13,10 @@ from temporalio.exceptions import ApplicationError
 from troupe.agents.metering import CallContext
 from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
-from troupe.domain import EventType, TaskStatus
+from troupe.domain import EventType, Strategy, TaskStatus
 from troupe.errors import TroupeError
 from troupe.orchestrator.journal import TaskJournal
+from troupe.orchestrator.judge import StrategyJudge
 from troupe.orchestrator.payloads import (
     ApprovalStep,
     FinishInput,
@@ -38,12 +39,14 @@ class TaskActivities:
         runtime: AgentRuntime,
         planner: Planner,
         react: ReactAgent,
+        judge: StrategyJudge,
         journal: TaskJournal,
         *,
         heartbeat_s: float,
     ) -> None:
         self._runtime = runtime
         self._react = react
+        self._judge = judge
         self._planner = planner
         self._journal = journal
         self._heartbeat_s = heartbeat_s
@@ -53,6 +56,14 @@ class TaskActivities:
         """Answer the task with one agent; records start, usage and result itself."""
         async with self._guarded():
             return await self._runtime.answer(_context(task), task.query, attempt=_attempt())
+
+    @activity.defn(name="judge_strategy")
+    async def judge_strategy(self, task: TaskInput) -> Strategy:
+        """The small tier picks simple or dag; the heuristic's pick is the fallback."""
+        async with self._guarded():
+            return await self._judge.choose(
+                _context(task), task.query, hint=task.strategy, attempt=_attempt()
+            )
 
     @activity.defn(name="plan_task")
     async def plan_task(self, task: TaskInput) -> PlanResult:

@@ -75,6 +75,9 @@ class TaskWorkflow:
     async def run(self, task: TaskInput, options: WorkflowOptions) -> TaskOutcome:
         self._options = options
         try:
+            if task.judge_strategy:
+                chosen = await self._agent("judge_strategy", task, Strategy)
+                task = task.model_copy(update={"strategy": chosen, "judge_strategy": False})
             if task.strategy is Strategy.DAG:
                 await self._run_dag(task)
             elif task.strategy is Strategy.REACT:
