@@ -57,6 +57,9 @@ def build_worker(
             activities.finish_task,
         ],
         max_concurrent_activities=settings.worker.max_concurrent_activities,
+        # A whole layer of a plan starts eagerly, handed back with the workflow task's
+        # reply, instead of 3 (the SDK default) eagerly and the rest through a poll.
+        max_eager_activity_reservations_per_workflow_task=settings.orchestrator.max_parallel_agents,
         graceful_shutdown_timeout=timedelta(seconds=5),
         # An explicit version: without it the SDK hashes the code of every loaded
         # module to derive one, ~0.3 s of every start.

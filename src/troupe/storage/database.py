@@ -24,7 +24,11 @@ SCHEMA_HEAD = "0002"
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An async engine for SQLite (WAL, foreign keys on) or PostgreSQL."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # Few connections: each aiosqlite connection is a thread of its own, and more
+        # threads than SQLite can use (one writer, WAL readers) only contend for the GIL.
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 30}, pool_size=2, max_overflow=0
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(

@@ -7,7 +7,9 @@ event stream never sees an event whose effect is not yet visible (or the reverse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +93,20 @@ class SqlTaskStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite admits one writer at a time, and writers that collide wait in its busy
+        # handler, which sleeps in steps of up to 100 ms. Queueing writers in the event
+        # loop instead costs microseconds; readers still run beside them (WAL).
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction (committed on exit), one at a time on SQLite."""
+        if self._write_lock is None:
+            async with self._sessions.begin() as db:
+                yield db
+            return
+        async with self._write_lock, self._sessions.begin() as db:
+            yield db
 
     async def aclose(self) -> None:
         await self._engine.dispose()
@@ -102,7 +118,7 @@ class SqlTaskStore:
     async def create_task(self, new: NewTask) -> Task:
         """Insert a queued task (and its session if new) with its ``submitted`` event."""
         now = _now()
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             if new.session_id is not None:
                 await self._touch_session(db, new.tenant_id, new.session_id, now)
             row = TaskRow(
@@ -199,7 +215,7 @@ class SqlTaskStore:
         """A non-terminal status change with its event; an ended task stays as it is."""
         if status.terminal:
             raise ValueError(f"{status} is terminal: use finish")
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             row = await self._task_row(db, tenant_id, task_id, lock=True)
             if TaskStatus(row.status).terminal:
                 return _task(row)
@@ -212,7 +228,7 @@ class SqlTaskStore:
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
         try:
-            async with self._sessions.begin() as db:
+            async with self._writing() as db:
                 if await self._call_known(db, call.call_key):
                     return False
                 await self._add_call(db, tenant_id, task_id, call)
@@ -300,7 +316,7 @@ class SqlTaskStore:
         error: TaskError | None,
         call: LLMCallRecord | None,
     ) -> Finish:
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             call_stored = call is not None and not await self._call_known(db, call.call_key)
             if call is not None and call_stored:
                 await self._add_call(db, tenant_id, task_id, call)
@@ -347,7 +363,7 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
     ) -> None:
         """Record the strategy routing chose, with the strategy.chosen event."""
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             await db.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
@@ -364,7 +380,7 @@ class SqlTaskStore:
 
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             await db.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
@@ -412,7 +428,7 @@ class SqlTaskStore:
     ) -> NodeStart:
         """Mark the node running, unless an earlier attempt already finished it (then its
         output is returned and nothing changes); also returns the task as it is now."""
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             done = (
                 await db.execute(
                     select(TaskNodeRow.output).where(
@@ -455,7 +471,7 @@ class SqlTaskStore:
     ) -> bool:
         """The node's metered call and its output, together; False if already stored."""
         try:
-            async with self._sessions.begin() as db:
+            async with self._writing() as db:
                 if await self._call_known(db, call.call_key):
                     return False
                 await self._add_call(db, tenant_id, task_id, call)
@@ -504,7 +520,7 @@ class SqlTaskStore:
         skipped: dict[str, str],
     ) -> None:
         """Record failed nodes (with their error) and skipped ones (with the reason)."""
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             now = _now()
             for node_id, error in failed.items():
                 await self._end_node(db, tenant_id, task_id, node_id, NodeStatus.FAILED, error, now)
@@ -564,7 +580,7 @@ class SqlTaskStore:
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
     ) -> TaskEvent:
-        async with self._sessions.begin() as db:
+        async with self._writing() as db:
             return await self._append(db, tenant_id, task_id, type_, data)
 
     async def events_after(
