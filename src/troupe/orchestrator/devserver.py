@@ -156,7 +156,3 @@ class TemporalDevServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
