@@ -79,9 +79,7 @@ class AgentRuntime:
             ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=user),
         )
-        metered = await self._llm.call(
-            ctx, messages, tier=node.tier, spent=start.task.usage.total_tokens
-        )
+        metered = await self._llm.call(ctx, messages, tier=node.tier, spent=start.spent)
         output = metered.response.content[: self._orchestrator.node_output_chars]
         await self._journal.node_completed(
             ctx.tenant_id, ctx.task_id, node.id, output, metered.record

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Result, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -75,9 +75,10 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class NodeStart:
-    """The task when a node starts, and the node's output if it had finished before."""
+    """Tokens the task has spent when a node starts, and the node's output if an
+    earlier attempt had finished it."""
 
-    task: Task
+    spent: int
     output: str | None
 
 
@@ -427,29 +428,16 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
     ) -> NodeStart:
         """Mark the node running, unless an earlier attempt already finished it (then its
-        output is returned and nothing changes); also returns the task as it is now."""
+        output is returned and nothing changes); also says what the task has spent."""
+        node = (
+            TaskNodeRow.task_id == task_id,
+            TaskNodeRow.tenant_id == tenant_id,
+            TaskNodeRow.node_id == node_id,
+        )
         async with self._writing() as db:
-            done = (
-                await db.execute(
-                    select(TaskNodeRow.output).where(
-                        TaskNodeRow.task_id == task_id,
-                        TaskNodeRow.tenant_id == tenant_id,
-                        TaskNodeRow.node_id == node_id,
-                        TaskNodeRow.status == NodeStatus.COMPLETED.value,
-                    )
-                )
-            ).scalar_one_or_none()
-            if done is not None:
-                return NodeStart(
-                    task=_task(await self._task_row(db, tenant_id, task_id)), output=done
-                )
-            await db.execute(
+            moved = await db.execute(
                 update(TaskNodeRow)
-                .where(
-                    TaskNodeRow.task_id == task_id,
-                    TaskNodeRow.tenant_id == tenant_id,
-                    TaskNodeRow.node_id == node_id,
-                )
+                .where(*node, TaskNodeRow.status != NodeStatus.COMPLETED.value)
                 .values(
                     status=NodeStatus.RUNNING.value,
                     attempts=attempt,
@@ -457,14 +445,25 @@ class SqlTaskStore:
                 )
                 .execution_options(synchronize_session=False)
             )
-            await self._append(
-                db,
-                tenant_id,
-                task_id,
-                EventType.NODE_STARTED,
-                {"node_id": node_id, "attempt": attempt},
+            output: str | None = None
+            if _rowcount(moved) == 0:  # finished by an earlier attempt (or unknown)
+                output = await db.scalar(select(TaskNodeRow.output).where(*node))
+                if output is None:
+                    raise NotFound(f"node {node_id} of task {task_id} not found")
+            else:
+                await self._append(
+                    db,
+                    tenant_id,
+                    task_id,
+                    EventType.NODE_STARTED,
+                    {"node_id": node_id, "attempt": attempt},
+                )
+            spent = await db.scalar(
+                select(TaskRow.prompt_tokens + TaskRow.completion_tokens).where(
+                    TaskRow.id == task_id, TaskRow.tenant_id == tenant_id
+                )
             )
-            return NodeStart(task=_task(await self._task_row(db, tenant_id, task_id)), output=None)
+            return NodeStart(spent=int(spent or 0), output=output)
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
@@ -659,6 +658,12 @@ class SqlTaskStore:
         db.add(row)
         await db.flush()
         return _event(row)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (the async result types hide the attribute from mypy)."""
+    count: int = getattr(result, "rowcount", 0)
+    return count
 
 
 def _error(row: TaskRow | TaskNodeRow) -> TaskError | None:
