@@ -15,6 +15,5 @@ class LLMProvider(Protocol):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One completion; raises ProviderError (retryable or not) on failure."""
-        ...
 
     async def aclose(self) -> None: ...

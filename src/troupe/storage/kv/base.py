@@ -13,20 +13,16 @@ from typing import Protocol
 class Listener(Protocol):
     async def wait(self, seconds: float) -> bool:
         """Wait for a notification; True if one arrived, False on timeout."""
-        ...
 
 
 class EventFanout(Protocol):
     async def publish(self, channel: str) -> None:
         """Wake every listener of ``channel``."""
-        ...
 
     def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
         """Listen to ``channel`` while the context is open."""
-        ...
 
     async def ping(self) -> None:
         """Raise when the fan-out cannot deliver (its server is unreachable)."""
-        ...
 
     async def aclose(self) -> None: ...
