@@ -3,20 +3,22 @@
 Every method takes ``tenant_id``: an unscoped query cannot be written by accident.
 Every write that also emits events does both in one transaction, so a reader of the
 event stream never sees an event whose effect is not yet visible (or the reverse).
+
+Each method is one transaction: a plain function of a ``Connection`` (Core
+statements, no ORM session: the unit of work costs more CPU than the statements),
+run by ``Transactions``, inline on SQLite and through the async driver on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Result, func, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.domain import (
     TERMINAL_EVENT_FOR_STATUS,
@@ -32,9 +34,10 @@ from troupe.domain import (
     Usage,
 )
 from troupe.errors import NotFound
-from troupe.storage.tables import EventRow, SessionRow, TaskNodeRow, TaskRow, TokenUsageRow
+from troupe.storage.database import Transactions
+from troupe.storage.tables import events, sessions, task_nodes, tasks, token_usage
 
-_TERMINAL = [s.value for s in TaskStatus if s.terminal]
+_OPEN_NODE = [NodeStatus.PENDING.value, NodeStatus.RUNNING.value]
 
 
 def _now() -> datetime:
@@ -89,91 +92,23 @@ class TaskPage:
 
 
 class SqlTaskStore:
-    """Tasks, events and usage in SQLite or PostgreSQL through SQLAlchemy."""
+    """Tasks, events and usage in SQLite or PostgreSQL through SQLAlchemy Core."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        # SQLite admits one writer at a time, and writers that collide wait in its busy
-        # handler, which sleeps in steps of up to 100 ms. Queueing writers in the event
-        # loop instead costs microseconds; readers still run beside them (WAL).
-        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction (committed on exit), one at a time on SQLite."""
-        if self._write_lock is None:
-            async with self._sessions.begin() as db:
-                yield db
-            return
-        async with self._write_lock, self._sessions.begin() as db:
-            yield db
+        self._tx = Transactions(engine)
 
     async def aclose(self) -> None:
-        await self._engine.dispose()
+        await self._tx.aclose()
 
     async def ping(self) -> None:
-        async with self._sessions() as db:
-            await db.execute(select(1))
+        await self._tx.read(lambda conn: conn.execute(select(1)).scalar_one())
 
     async def create_task(self, new: NewTask) -> Task:
         """Insert a queued task (and its session if new) with its ``submitted`` event."""
-        now = _now()
-        async with self._writing() as db:
-            if new.session_id is not None:
-                await self._touch_session(db, new.tenant_id, new.session_id, now)
-            row = TaskRow(
-                id=new.id,
-                tenant_id=new.tenant_id,
-                session_id=new.session_id,
-                query=new.query,
-                strategy=new.strategy.value,
-                status=TaskStatus.QUEUED.value,
-                token_budget=new.token_budget,
-                workflow_id=new.workflow_id,
-                prompt_tokens=0,
-                completion_tokens=0,
-                cost_micro_usd=0,
-                event_seq=0,
-                created_at=now,
-            )
-            db.add(row)
-            await db.flush()
-            await self._append(
-                db,
-                new.tenant_id,
-                new.id,
-                EventType.SUBMITTED,
-                {"strategy": new.strategy.value, "token_budget": new.token_budget},
-            )
-        return _task(row)
-
-    async def _touch_session(
-        self, db: AsyncSession, tenant_id: str, session_id: str, now: datetime
-    ) -> None:
-        existing = await db.get(SessionRow, session_id, with_for_update=True)
-        if existing is None:
-            db.add(SessionRow(id=session_id, tenant_id=tenant_id, created_at=now, updated_at=now))
-            await db.flush()
-        elif existing.tenant_id != tenant_id:
-            # Session ids are global; someone else's id is simply not yours to use.
-            raise NotFound(f"session {session_id} not found", code="session_not_found")
-        else:
-            existing.updated_at = now
+        return await self._tx.write(_create_task, new, _now())
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
-        async with self._sessions() as db:
-            row = await self._task_row(db, tenant_id, task_id)
-            return _task(row)
-
-    async def _task_row(
-        self, db: AsyncSession, tenant_id: str, task_id: str, *, lock: bool = False
-    ) -> TaskRow:
-        query = select(TaskRow).where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
-        row = (await db.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
-        if row is None:
-            raise NotFound(f"task {task_id} not found", code="task_not_found")
-        return row
+        return _task(await self._tx.read(_task_row, tenant_id, task_id))
 
     async def list_tasks(
         self,
@@ -185,16 +120,15 @@ class SqlTaskStore:
         before: int | None = None,
     ) -> TaskPage:
         """Newest first; ``before`` is the cursor a previous page returned."""
-        query = select(TaskRow).where(TaskRow.tenant_id == tenant_id)
+        query = select(tasks).where(tasks.c.tenant_id == tenant_id)
         if status is not None:
-            query = query.where(TaskRow.status == status.value)
+            query = query.where(tasks.c.status == status.value)
         if session_id is not None:
-            query = query.where(TaskRow.session_id == session_id)
+            query = query.where(tasks.c.session_id == session_id)
         if before is not None:
-            query = query.where(TaskRow.seq < before)
-        query = query.order_by(TaskRow.seq.desc()).limit(limit + 1)
-        async with self._sessions() as db:
-            rows = list((await db.execute(query)).scalars())
+            query = query.where(tasks.c.seq < before)
+        query = query.order_by(tasks.c.seq.desc()).limit(limit + 1)
+        rows = await self._tx.read(lambda conn: list(conn.execute(query)))
         more = len(rows) > limit
         rows = rows[:limit]
         return TaskPage(items=[_task(r) for r in rows], next_cursor=rows[-1].seq if more else None)
@@ -216,75 +150,15 @@ class SqlTaskStore:
         """A non-terminal status change with its event; an ended task stays as it is."""
         if status.terminal:
             raise ValueError(f"{status} is terminal: use finish")
-        async with self._writing() as db:
-            row = await self._task_row(db, tenant_id, task_id, lock=True)
-            if TaskStatus(row.status).terminal:
-                return _task(row)
-            row.status = status.value
-            if row.started_at is None:
-                row.started_at = _now()
-            await self._append(db, tenant_id, task_id, event, data)
-            return _task(row)
+        return await self._tx.write(_move, tenant_id, task_id, status, event, data)
 
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
         try:
-            async with self._writing() as db:
-                if await self._call_known(db, call.call_key):
-                    return False
-                await self._add_call(db, tenant_id, task_id, call)
+            return await self._tx.write(_record_call, tenant_id, task_id, call)
         except IntegrityError:
             # A concurrent writer stored the same call first; ours is the duplicate.
             return False
-        return True
-
-    async def _call_known(self, db: AsyncSession, call_key: str) -> bool:
-        count = await db.scalar(
-            select(func.count())
-            .select_from(TokenUsageRow)
-            .where(TokenUsageRow.call_key == call_key)
-        )
-        return bool(count)
-
-    async def _add_call(
-        self, db: AsyncSession, tenant_id: str, task_id: str, call: LLMCallRecord
-    ) -> None:
-        db.add(
-            TokenUsageRow(
-                call_key=call.call_key,
-                task_id=task_id,
-                tenant_id=tenant_id,
-                node_id=call.node_id,
-                provider=call.provider,
-                model=call.model,
-                prompt_tokens=call.usage.prompt_tokens,
-                completion_tokens=call.usage.completion_tokens,
-                cached_tokens=call.cached_tokens,
-                cost_micro_usd=call.usage.cost_micro_usd,
-                latency_ms=call.latency_ms,
-                created_at=_now(),
-            )
-        )
-        await db.execute(
-            update(TaskRow)
-            .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
-            .values(
-                prompt_tokens=TaskRow.prompt_tokens + call.usage.prompt_tokens,
-                completion_tokens=TaskRow.completion_tokens + call.usage.completion_tokens,
-                cost_micro_usd=TaskRow.cost_micro_usd + call.usage.cost_micro_usd,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        data: dict[str, Any] = {
-            "node_id": call.node_id,
-            "provider": call.provider,
-            "model": call.model,
-            "prompt_tokens": call.usage.prompt_tokens,
-            "completion_tokens": call.usage.completion_tokens,
-            "cost_micro_usd": call.usage.cost_micro_usd,
-            "latency_ms": call.latency_ms,
-        }
-        await self._append(db, tenant_id, task_id, EventType.LLM_CALL, data)
 
     async def finish(
         self,
@@ -302,213 +176,37 @@ class SqlTaskStore:
         if not status.terminal:
             raise ValueError(f"{status} is not a terminal status")
         try:
-            return await self._finish(tenant_id, task_id, status, result, error, call)
+            return await self._tx.write(_finish, tenant_id, task_id, status, result, error, call)
         except IntegrityError:
             # A concurrent writer stored the same call first: finish without it.
-            ended = await self._finish(tenant_id, task_id, status, result, error, None)
+            ended = await self._tx.write(_finish, tenant_id, task_id, status, result, error, None)
             return Finish(task=ended.task, call_stored=False)
-
-    async def _finish(
-        self,
-        tenant_id: str,
-        task_id: str,
-        status: TaskStatus,
-        result: str | None,
-        error: TaskError | None,
-        call: LLMCallRecord | None,
-    ) -> Finish:
-        async with self._writing() as db:
-            call_stored = call is not None and not await self._call_known(db, call.call_key)
-            if call is not None and call_stored:
-                await self._add_call(db, tenant_id, task_id, call)
-            row = await self._task_row(db, tenant_id, task_id, lock=True)
-            if TaskStatus(row.status).terminal:
-                return Finish(task=None, call_stored=call_stored)
-            now = _now()
-            row.status = status.value
-            row.result = result
-            row.error_code = error.code if error else None
-            row.error_message = error.message if error else None
-            row.finished_at = now
-            data: dict[str, Any] = {
-                "status": status.value,
-                "usage": {
-                    "prompt_tokens": row.prompt_tokens,
-                    "completion_tokens": row.completion_tokens,
-                    "cost_micro_usd": row.cost_micro_usd,
-                },
-            }
-            if error is not None:
-                data["error"] = error.model_dump()
-            if status is not TaskStatus.COMPLETED:
-                await self._close_open_nodes(db, tenant_id, task_id, now)
-            await self._append(db, tenant_id, task_id, TERMINAL_EVENT_FOR_STATUS[status], data)
-            return Finish(task=_task(row), call_stored=call_stored)
-
-    async def _close_open_nodes(
-        self, db: AsyncSession, tenant_id: str, task_id: str, now: datetime
-    ) -> None:
-        """Nodes still pending or running when the task ends early will never finish."""
-        await db.execute(
-            update(TaskNodeRow)
-            .where(
-                TaskNodeRow.task_id == task_id,
-                TaskNodeRow.tenant_id == tenant_id,
-                TaskNodeRow.status.in_([NodeStatus.PENDING.value, NodeStatus.RUNNING.value]),
-            )
-            .values(status=NodeStatus.CANCELLED.value, finished_at=now)
-            .execution_options(synchronize_session=False)
-        )
 
     async def set_strategy(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
     ) -> None:
         """Record the strategy routing chose, with the strategy.chosen event."""
-        async with self._writing() as db:
-            await db.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
-                .values(strategy=strategy.value)
-                .execution_options(synchronize_session=False)
-            )
-            await self._append(
-                db,
-                tenant_id,
-                task_id,
-                EventType.STRATEGY_CHOSEN,
-                {"strategy": strategy.value, **data},
-            )
+        await self._tx.write(_set_strategy, tenant_id, task_id, strategy, data)
 
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
-        async with self._writing() as db:
-            await db.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
-                .values(plan=plan.model_dump(mode="json"), strategy=Strategy.DAG.value)
-                .execution_options(synchronize_session=False)
-            )
-            known = set(
-                (
-                    await db.execute(
-                        select(TaskNodeRow.node_id).where(
-                            TaskNodeRow.task_id == task_id, TaskNodeRow.tenant_id == tenant_id
-                        )
-                    )
-                ).scalars()
-            )
-            for position, node in enumerate(plan.nodes):
-                if node.id in known:
-                    continue  # a retried write: the nodes are there already
-                db.add(
-                    TaskNodeRow(
-                        task_id=task_id,
-                        tenant_id=tenant_id,
-                        node_id=node.id,
-                        position=position,
-                        role=node.role,
-                        tier=node.tier,
-                        depends_on=list(node.depends_on),
-                        status=NodeStatus.PENDING.value,
-                        prompt_tokens=0,
-                        completion_tokens=0,
-                        cost_micro_usd=0,
-                        attempts=0,
-                    )
-                )
-            await self._append(
-                db,
-                tenant_id,
-                task_id,
-                EventType.PLAN_CREATED,
-                {"plan": plan.model_dump(mode="json")},
-            )
+        await self._tx.write(_save_plan, tenant_id, task_id, plan)
 
     async def node_started(
         self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
     ) -> NodeStart:
         """Mark the node running, unless an earlier attempt already finished it (then its
         output is returned and nothing changes); also says what the task has spent."""
-        node = (
-            TaskNodeRow.task_id == task_id,
-            TaskNodeRow.tenant_id == tenant_id,
-            TaskNodeRow.node_id == node_id,
-        )
-        async with self._writing() as db:
-            moved = await db.execute(
-                update(TaskNodeRow)
-                .where(*node, TaskNodeRow.status != NodeStatus.COMPLETED.value)
-                .values(
-                    status=NodeStatus.RUNNING.value,
-                    attempts=attempt,
-                    started_at=func.coalesce(TaskNodeRow.started_at, _now()),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            output: str | None = None
-            if _rowcount(moved) == 0:  # finished by an earlier attempt (or unknown)
-                output = await db.scalar(select(TaskNodeRow.output).where(*node))
-                if output is None:
-                    raise NotFound(f"node {node_id} of task {task_id} not found")
-            else:
-                await self._append(
-                    db,
-                    tenant_id,
-                    task_id,
-                    EventType.NODE_STARTED,
-                    {"node_id": node_id, "attempt": attempt},
-                )
-            spent = await db.scalar(
-                select(TaskRow.prompt_tokens + TaskRow.completion_tokens).where(
-                    TaskRow.id == task_id, TaskRow.tenant_id == tenant_id
-                )
-            )
-            return NodeStart(spent=int(spent or 0), output=output)
+        return await self._tx.write(_node_started, tenant_id, task_id, node_id, attempt)
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
     ) -> bool:
         """The node's metered call and its output, together; False if already stored."""
         try:
-            async with self._writing() as db:
-                if await self._call_known(db, call.call_key):
-                    return False
-                await self._add_call(db, tenant_id, task_id, call)
-                await db.execute(
-                    update(TaskNodeRow)
-                    .where(
-                        TaskNodeRow.task_id == task_id,
-                        TaskNodeRow.tenant_id == tenant_id,
-                        TaskNodeRow.node_id == node_id,
-                    )
-                    .values(
-                        status=NodeStatus.COMPLETED.value,
-                        output=output,
-                        prompt_tokens=TaskNodeRow.prompt_tokens + call.usage.prompt_tokens,
-                        completion_tokens=TaskNodeRow.completion_tokens
-                        + call.usage.completion_tokens,
-                        cost_micro_usd=TaskNodeRow.cost_micro_usd + call.usage.cost_micro_usd,
-                        finished_at=_now(),
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                summary = output if len(output) <= 200 else output[:199] + "…"
-                await self._append(
-                    db,
-                    tenant_id,
-                    task_id,
-                    EventType.NODE_COMPLETED,
-                    {
-                        "node_id": node_id,
-                        "output_summary": summary,
-                        "prompt_tokens": call.usage.prompt_tokens,
-                        "completion_tokens": call.usage.completion_tokens,
-                        "cost_micro_usd": call.usage.cost_micro_usd,
-                    },
-                )
+            return await self._tx.write(_node_completed, tenant_id, task_id, node_id, output, call)
         except IntegrityError:
             return False
-        return True
 
     async def nodes_ended_without_output(
         self,
@@ -519,160 +217,447 @@ class SqlTaskStore:
         skipped: dict[str, str],
     ) -> None:
         """Record failed nodes (with their error) and skipped ones (with the reason)."""
-        async with self._writing() as db:
-            now = _now()
-            for node_id, error in failed.items():
-                await self._end_node(db, tenant_id, task_id, node_id, NodeStatus.FAILED, error, now)
-                await self._append(
-                    db,
-                    tenant_id,
-                    task_id,
-                    EventType.NODE_FAILED,
-                    {"node_id": node_id, "error": error.model_dump()},
-                )
-            for node_id, reason in skipped.items():
-                await self._end_node(db, tenant_id, task_id, node_id, NodeStatus.SKIPPED, None, now)
-                await self._append(
-                    db,
-                    tenant_id,
-                    task_id,
-                    EventType.NODE_SKIPPED,
-                    {"node_id": node_id, "reason": reason},
-                )
-
-    async def _end_node(
-        self,
-        db: AsyncSession,
-        tenant_id: str,
-        task_id: str,
-        node_id: str,
-        status: NodeStatus,
-        error: TaskError | None,
-        now: datetime,
-    ) -> None:
-        await db.execute(
-            update(TaskNodeRow)
-            .where(
-                TaskNodeRow.task_id == task_id,
-                TaskNodeRow.tenant_id == tenant_id,
-                TaskNodeRow.node_id == node_id,
-                TaskNodeRow.status.in_([NodeStatus.PENDING.value, NodeStatus.RUNNING.value]),
-            )
-            .values(
-                status=status.value,
-                error_code=error.code if error else None,
-                error_message=error.message if error else None,
-                finished_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
+        await self._tx.write(_nodes_ended, tenant_id, task_id, failed, skipped)
 
     async def task_nodes(self, tenant_id: str, task_id: str) -> list[NodeRun]:
         query = (
-            select(TaskNodeRow)
-            .where(TaskNodeRow.task_id == task_id, TaskNodeRow.tenant_id == tenant_id)
-            .order_by(TaskNodeRow.position)
+            select(task_nodes)
+            .where(task_nodes.c.task_id == task_id, task_nodes.c.tenant_id == tenant_id)
+            .order_by(task_nodes.c.position)
         )
-        async with self._sessions() as db:
-            return [_node_run(r) for r in (await db.execute(query)).scalars()]
+        return await self._tx.read(lambda conn: [_node_run(r) for r in conn.execute(query)])
 
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
     ) -> TaskEvent:
-        async with self._writing() as db:
-            return await self._append(db, tenant_id, task_id, type_, data)
+        appended = await self._tx.write(_append, tenant_id, task_id, [(type_, data)])
+        return appended[0]
 
     async def events_after(
         self, tenant_id: str, task_id: str, after_seq: int, *, limit: int = 500
     ) -> Sequence[TaskEvent]:
         query = (
-            select(EventRow)
+            select(events)
             .where(
-                EventRow.task_id == task_id,
-                EventRow.tenant_id == tenant_id,
-                EventRow.seq > after_seq,
+                events.c.task_id == task_id,
+                events.c.tenant_id == tenant_id,
+                events.c.seq > after_seq,
             )
-            .order_by(EventRow.seq)
+            .order_by(events.c.seq)
             .limit(limit)
         )
-        async with self._sessions() as db:
-            rows = (await db.execute(query)).scalars()
-            return [_event(r) for r in rows]
+        return await self._tx.read(lambda conn: [_event(r) for r in conn.execute(query)])
 
     async def usage_calls(self, tenant_id: str, task_id: str) -> list[LLMCallRecord]:
         query = (
-            select(TokenUsageRow)
-            .where(TokenUsageRow.task_id == task_id, TokenUsageRow.tenant_id == tenant_id)
-            .order_by(TokenUsageRow.id)
+            select(token_usage)
+            .where(token_usage.c.task_id == task_id, token_usage.c.tenant_id == tenant_id)
+            .order_by(token_usage.c.id)
         )
-        async with self._sessions() as db:
-            rows = (await db.execute(query)).scalars()
-            return [
-                LLMCallRecord(
-                    call_key=r.call_key,
-                    provider=r.provider,
-                    model=r.model,
-                    usage=Usage(
-                        prompt_tokens=r.prompt_tokens,
-                        completion_tokens=r.completion_tokens,
-                        cost_micro_usd=r.cost_micro_usd,
-                    ),
-                    cached_tokens=r.cached_tokens,
-                    latency_ms=r.latency_ms,
-                    node_id=r.node_id,
-                )
-                for r in rows
-            ]
+        return await self._tx.read(lambda conn: [_call_record(r) for r in conn.execute(query)])
 
-    async def _next_seq(self, db: AsyncSession, tenant_id: str, task_id: str) -> int:
-        # The UPDATE takes the task's row lock until commit: events of one task are
-        # numbered and committed in one order across processes.
-        seq = await db.scalar(
-            update(TaskRow)
-            .where(TaskRow.id == task_id, TaskRow.tenant_id == tenant_id)
-            .values(event_seq=TaskRow.event_seq + 1)
-            .returning(TaskRow.event_seq)
-            .execution_options(synchronize_session=False)
+
+# --------------------------------------------------------------------------- transactions
+# Each function below is one transaction's body; it must not commit or roll back.
+
+
+def _create_task(conn: Connection, new: NewTask, now: datetime) -> Task:
+    if new.session_id is not None:
+        _touch_session(conn, new.tenant_id, new.session_id, now)
+    values: dict[str, Any] = {
+        "id": new.id,
+        "tenant_id": new.tenant_id,
+        "session_id": new.session_id,
+        "query": new.query,
+        "strategy": new.strategy.value,
+        "status": TaskStatus.QUEUED.value,
+        "token_budget": new.token_budget,
+        "workflow_id": new.workflow_id,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_micro_usd": 0,
+        "event_seq": 0,
+        "created_at": now,
+    }
+    conn.execute(insert(tasks).values(values))
+    data = {"strategy": new.strategy.value, "token_budget": new.token_budget}
+    _append(conn, new.tenant_id, new.id, [(EventType.SUBMITTED, data)])
+    return _task(_task_row(conn, new.tenant_id, new.id))
+
+
+def _touch_session(conn: Connection, tenant_id: str, session_id: str, now: datetime) -> None:
+    owner = conn.execute(
+        select(sessions.c.tenant_id).where(sessions.c.id == session_id).with_for_update()
+    ).scalar_one_or_none()
+    if owner is None:
+        conn.execute(
+            insert(sessions).values(
+                id=session_id, tenant_id=tenant_id, created_at=now, updated_at=now
+            )
         )
-        if seq is None:
-            raise NotFound(f"task {task_id} not found", code="task_not_found")
-        return int(seq)
+    elif owner != tenant_id:
+        # Session ids are global; someone else's id is simply not yours to use.
+        raise NotFound(f"session {session_id} not found", code="session_not_found")
+    else:
+        conn.execute(update(sessions).where(sessions.c.id == session_id).values(updated_at=now))
 
-    async def _append(
-        self,
-        db: AsyncSession,
-        tenant_id: str,
-        task_id: str,
-        type_: EventType,
-        data: dict[str, Any],
-    ) -> TaskEvent:
-        seq = await self._next_seq(db, tenant_id, task_id)
-        row = EventRow(
+
+def _task_row(conn: Connection, tenant_id: str, task_id: str, *, lock: bool = False) -> Row[Any]:
+    query = select(tasks).where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
+        raise NotFound(f"task {task_id} not found", code="task_not_found")
+    return row
+
+
+def _move(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    status: TaskStatus,
+    event: EventType,
+    data: dict[str, Any],
+) -> Task:
+    row = _task_row(conn, tenant_id, task_id, lock=True)
+    if TaskStatus(row.status).terminal:
+        return _task(row)
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(status=status.value, started_at=func.coalesce(tasks.c.started_at, _now()))
+    )
+    _append(conn, tenant_id, task_id, [(event, data)])
+    return _task(_task_row(conn, tenant_id, task_id))
+
+
+def _record_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
+    if _call_known(conn, call.call_key):
+        return False
+    _add_call(conn, tenant_id, task_id, call)
+    _append(conn, tenant_id, task_id, [_call_event(call)])
+    return True
+
+
+def _call_known(conn: Connection, call_key: str) -> bool:
+    query = select(token_usage.c.id).where(token_usage.c.call_key == call_key)
+    return conn.execute(query).first() is not None
+
+
+def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
+    """The call's usage row and the task's totals; its event is the caller's to append."""
+    conn.execute(
+        insert(token_usage).values(
+            call_key=call.call_key,
             task_id=task_id,
             tenant_id=tenant_id,
-            seq=seq,
-            type=type_.value,
-            data=data,
+            node_id=call.node_id,
+            provider=call.provider,
+            model=call.model,
+            prompt_tokens=call.usage.prompt_tokens,
+            completion_tokens=call.usage.completion_tokens,
+            cached_tokens=call.cached_tokens,
+            cost_micro_usd=call.usage.cost_micro_usd,
+            latency_ms=call.latency_ms,
             created_at=_now(),
         )
-        db.add(row)
-        await db.flush()
-        return _event(row)
+    )
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(
+            prompt_tokens=tasks.c.prompt_tokens + call.usage.prompt_tokens,
+            completion_tokens=tasks.c.completion_tokens + call.usage.completion_tokens,
+            cost_micro_usd=tasks.c.cost_micro_usd + call.usage.cost_micro_usd,
+        )
+    )
 
 
-def _rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE matched (the async result types hide the attribute from mypy)."""
-    count: int = getattr(result, "rowcount", 0)
-    return count
+def _call_event(call: LLMCallRecord) -> tuple[EventType, dict[str, Any]]:
+    return EventType.LLM_CALL, {
+        "node_id": call.node_id,
+        "provider": call.provider,
+        "model": call.model,
+        "prompt_tokens": call.usage.prompt_tokens,
+        "completion_tokens": call.usage.completion_tokens,
+        "cost_micro_usd": call.usage.cost_micro_usd,
+        "latency_ms": call.latency_ms,
+    }
 
 
-def _error(row: TaskRow | TaskNodeRow) -> TaskError | None:
+def _finish(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    status: TaskStatus,
+    result: str | None,
+    error: TaskError | None,
+    call: LLMCallRecord | None,
+) -> Finish:
+    pending: list[tuple[EventType, dict[str, Any]]] = []
+    call_stored = call is not None and not _call_known(conn, call.call_key)
+    if call is not None and call_stored:
+        _add_call(conn, tenant_id, task_id, call)
+        pending.append(_call_event(call))
+    row = _task_row(conn, tenant_id, task_id, lock=True)
+    if TaskStatus(row.status).terminal:
+        _append(conn, tenant_id, task_id, pending)
+        return Finish(task=None, call_stored=call_stored)
+    now = _now()
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(
+            status=status.value,
+            result=result,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            finished_at=now,
+        )
+    )
+    data: dict[str, Any] = {
+        "status": status.value,
+        "usage": {
+            "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens,
+            "cost_micro_usd": row.cost_micro_usd,
+        },
+    }
+    if error is not None:
+        data["error"] = error.model_dump()
+    if status is not TaskStatus.COMPLETED:
+        # Nodes still pending or running when the task ends early will never finish.
+        conn.execute(
+            update(task_nodes)
+            .where(
+                task_nodes.c.task_id == task_id,
+                task_nodes.c.tenant_id == tenant_id,
+                task_nodes.c.status.in_(_OPEN_NODE),
+            )
+            .values(status=NodeStatus.CANCELLED.value, finished_at=now)
+        )
+    pending.append((TERMINAL_EVENT_FOR_STATUS[status], data))
+    _append(conn, tenant_id, task_id, pending)
+    return Finish(task=_task(_task_row(conn, tenant_id, task_id)), call_stored=call_stored)
+
+
+def _set_strategy(
+    conn: Connection, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
+) -> None:
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(strategy=strategy.value)
+    )
+    event = (EventType.STRATEGY_CHOSEN, {"strategy": strategy.value, **data})
+    _append(conn, tenant_id, task_id, [event])
+
+
+def _save_plan(conn: Connection, tenant_id: str, task_id: str, plan: Plan) -> None:
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(plan=plan.model_dump(mode="json"), strategy=Strategy.DAG.value)
+    )
+    known = set(
+        conn.execute(
+            select(task_nodes.c.node_id).where(
+                task_nodes.c.task_id == task_id, task_nodes.c.tenant_id == tenant_id
+            )
+        ).scalars()
+    )
+    new_nodes = [
+        {
+            "task_id": task_id,
+            "tenant_id": tenant_id,
+            "node_id": node.id,
+            "position": position,
+            "role": node.role,
+            "tier": node.tier,
+            "depends_on": list(node.depends_on),
+            "status": NodeStatus.PENDING.value,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_micro_usd": 0,
+            "attempts": 0,
+        }
+        for position, node in enumerate(plan.nodes)
+        if node.id not in known  # a retried write finds the nodes there already
+    ]
+    if new_nodes:
+        conn.execute(insert(task_nodes), new_nodes)
+    event = (EventType.PLAN_CREATED, {"plan": plan.model_dump(mode="json")})
+    _append(conn, tenant_id, task_id, [event])
+
+
+def _node_started(
+    conn: Connection, tenant_id: str, task_id: str, node_id: str, attempt: int
+) -> NodeStart:
+    node = (
+        task_nodes.c.task_id == task_id,
+        task_nodes.c.tenant_id == tenant_id,
+        task_nodes.c.node_id == node_id,
+    )
+    moved = conn.execute(
+        update(task_nodes)
+        .where(*node, task_nodes.c.status != NodeStatus.COMPLETED.value)
+        .values(
+            status=NodeStatus.RUNNING.value,
+            attempts=attempt,
+            started_at=func.coalesce(task_nodes.c.started_at, _now()),
+        )
+    )
+    output: str | None = None
+    if moved.rowcount == 0:  # finished by an earlier attempt (or unknown)
+        output = conn.execute(select(task_nodes.c.output).where(*node)).scalar_one_or_none()
+        if output is None:
+            raise NotFound(f"node {node_id} of task {task_id} not found")
+    else:
+        event = (EventType.NODE_STARTED, {"node_id": node_id, "attempt": attempt})
+        _append(conn, tenant_id, task_id, [event])
+    spent = conn.execute(
+        select(tasks.c.prompt_tokens + tasks.c.completion_tokens).where(
+            tasks.c.id == task_id, tasks.c.tenant_id == tenant_id
+        )
+    ).scalar_one_or_none()
+    return NodeStart(spent=int(spent or 0), output=output)
+
+
+def _node_completed(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    node_id: str,
+    output: str,
+    call: LLMCallRecord,
+) -> bool:
+    if _call_known(conn, call.call_key):
+        return False
+    _add_call(conn, tenant_id, task_id, call)
+    usage = call.usage
+    conn.execute(
+        update(task_nodes)
+        .where(
+            task_nodes.c.task_id == task_id,
+            task_nodes.c.tenant_id == tenant_id,
+            task_nodes.c.node_id == node_id,
+        )
+        .values(
+            status=NodeStatus.COMPLETED.value,
+            output=output,
+            prompt_tokens=task_nodes.c.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=task_nodes.c.completion_tokens + usage.completion_tokens,
+            cost_micro_usd=task_nodes.c.cost_micro_usd + usage.cost_micro_usd,
+            finished_at=_now(),
+        )
+    )
+    summary = output if len(output) <= 200 else output[:199] + "…"
+    completed = {
+        "node_id": node_id,
+        "output_summary": summary,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost_micro_usd": usage.cost_micro_usd,
+    }
+    _append(conn, tenant_id, task_id, [_call_event(call), (EventType.NODE_COMPLETED, completed)])
+    return True
+
+
+def _nodes_ended(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    failed: dict[str, TaskError],
+    skipped: dict[str, str],
+) -> None:
+    now = _now()
+    ended: list[tuple[EventType, dict[str, Any]]] = []
+    for node_id, error in failed.items():
+        _end_node(conn, tenant_id, task_id, node_id, NodeStatus.FAILED, error, now)
+        ended.append((EventType.NODE_FAILED, {"node_id": node_id, "error": error.model_dump()}))
+    for node_id, reason in skipped.items():
+        _end_node(conn, tenant_id, task_id, node_id, NodeStatus.SKIPPED, None, now)
+        ended.append((EventType.NODE_SKIPPED, {"node_id": node_id, "reason": reason}))
+    _append(conn, tenant_id, task_id, ended)
+
+
+def _end_node(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    node_id: str,
+    status: NodeStatus,
+    error: TaskError | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(task_nodes)
+        .where(
+            task_nodes.c.task_id == task_id,
+            task_nodes.c.tenant_id == tenant_id,
+            task_nodes.c.node_id == node_id,
+            task_nodes.c.status.in_(_OPEN_NODE),
+        )
+        .values(
+            status=status.value,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            finished_at=now,
+        )
+    )
+
+
+def _append(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    new_events: Sequence[tuple[EventType, dict[str, Any]]],
+) -> list[TaskEvent]:
+    """Number the events after the task's last one and store them, in order."""
+    if not new_events:
+        return []
+    # The UPDATE takes the task's row lock until commit: events of one task are
+    # numbered and committed in one order across processes.
+    last = conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
+        .values(event_seq=tasks.c.event_seq + len(new_events))
+        .returning(tasks.c.event_seq)
+    ).scalar_one_or_none()
+    if last is None:
+        raise NotFound(f"task {task_id} not found", code="task_not_found")
+    first = int(last) - len(new_events) + 1
+    now = _now()
+    appended = [
+        TaskEvent(task_id=task_id, seq=first + i, type=type_, data=data, created_at=now)
+        for i, (type_, data) in enumerate(new_events)
+    ]
+    conn.execute(
+        insert(events),
+        [
+            {
+                "task_id": task_id,
+                "tenant_id": tenant_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "data": e.data,
+                "created_at": now,
+            }
+            for e in appended
+        ],
+    )
+    return appended
+
+
+# --------------------------------------------------------------------------- rows → domain
+
+
+def _error(row: Row[Any]) -> TaskError | None:
     if row.error_code is None:
         return None
     return TaskError(code=row.error_code, message=row.error_message or "")
 
 
-def _usage(row: TaskRow | TaskNodeRow) -> Usage:
+def _usage(row: Row[Any]) -> Usage:
     return Usage(
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
@@ -680,7 +665,7 @@ def _usage(row: TaskRow | TaskNodeRow) -> Usage:
     )
 
 
-def _task(row: TaskRow) -> Task:
+def _task(row: Row[Any]) -> Task:
     return Task(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -700,7 +685,7 @@ def _task(row: TaskRow) -> Task:
     )
 
 
-def _node_run(row: TaskNodeRow) -> NodeRun:
+def _node_run(row: Row[Any]) -> NodeRun:
     return NodeRun(
         node_id=row.node_id,
         role=row.role,
@@ -716,11 +701,27 @@ def _node_run(row: TaskNodeRow) -> NodeRun:
     )
 
 
-def _event(row: EventRow) -> TaskEvent:
+def _event(row: Row[Any]) -> TaskEvent:
     return TaskEvent(
         task_id=row.task_id,
         seq=row.seq,
         type=EventType(row.type),
         data=row.data,
         created_at=row.created_at,
+    )
+
+
+def _call_record(row: Row[Any]) -> LLMCallRecord:
+    return LLMCallRecord(
+        call_key=row.call_key,
+        provider=row.provider,
+        model=row.model,
+        usage=Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_micro_usd=row.cost_micro_usd,
+        ),
+        cached_tokens=row.cached_tokens,
+        latency_ms=row.latency_ms,
+        node_id=row.node_id,
     )

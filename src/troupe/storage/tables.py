@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -158,3 +159,11 @@ class TokenUsageRow(Base):
     cost_micro_usd: Mapped[int] = mapped_column(BigInteger)
     latency_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# The tables themselves, for Core statements (the store's hot path skips the ORM).
+sessions = cast(Table, SessionRow.__table__)
+tasks = cast(Table, TaskRow.__table__)
+task_nodes = cast(Table, TaskNodeRow.__table__)
+events = cast(Table, EventRow.__table__)
+token_usage = cast(Table, TokenUsageRow.__table__)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.app import build_tools, connect_temporal
 from troupe.config import Settings, load_settings
@@ -29,6 +30,7 @@ TENANT = "acme"
 
 @dataclass
 class Rig:
+    engine: AsyncEngine
     store: SqlTaskStore
     launcher: TaskLauncher
 
@@ -98,7 +100,7 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
         )
         try:
             async with worker:
-                yield Rig(store=store, launcher=launcher)
+                yield Rig(engine=engine, store=store, launcher=launcher)
         finally:
             await store.aclose()
 

@@ -55,7 +55,7 @@ async def _dag_history(rig: RigFactory) -> tuple[WorkflowHistory, str]:
         assert "verdict: consistent" in report.text()
 
         # Storage that disagrees with the record is reported, node by node.
-        async with r.store._sessions.begin() as db:  # the test reaches under the store
+        async with r.engine.begin() as db:
             await db.execute(
                 update(TaskNodeRow)
                 .where(TaskNodeRow.task_id == task.id, TaskNodeRow.node_id == "b")
