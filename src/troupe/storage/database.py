@@ -114,10 +114,11 @@ _READ_ONLY = {"troupe_read_only": True}
 
 def _sqlite_begin(conn: Connection) -> None:
     # A writer takes the write lock up front, so a read-then-write transaction cannot
-    # be overtaken by another process's writer between its read and its write.
-    # Readers begin deferred and never wait for a writer (WAL).
-    read_only = conn.get_execution_options().get("troupe_read_only", False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    # be overtaken by another process's writer between its read and its write. A
+    # reader begins nothing: each of its statements sees the latest commit, as under
+    # PostgreSQL's read committed, and never waits for a writer (WAL).
+    if not conn.get_execution_options().get("troupe_read_only", False):
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def _alembic_config(connection: Connection) -> Config:

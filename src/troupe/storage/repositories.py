@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +35,7 @@ from troupe.domain import (
 )
 from troupe.errors import NotFound
 from troupe.storage.database import Transactions
-from troupe.storage.tables import events, sessions, task_nodes, tasks, token_usage
+from troupe.storage.tables import UtcDateTime, events, sessions, task_nodes, tasks, token_usage
 
 _OPEN_NODE = [NodeStatus.PENDING.value, NodeStatus.RUNNING.value]
 
@@ -236,17 +236,7 @@ class SqlTaskStore:
     async def events_after(
         self, tenant_id: str, task_id: str, after_seq: int, *, limit: int = 500
     ) -> Sequence[TaskEvent]:
-        query = (
-            select(events)
-            .where(
-                events.c.task_id == task_id,
-                events.c.tenant_id == tenant_id,
-                events.c.seq > after_seq,
-            )
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
-        return await self._tx.read(lambda conn: [_event(r) for r in conn.execute(query)])
+        return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
 
     async def usage_calls(self, tenant_id: str, task_id: str) -> list[LLMCallRecord]:
         query = (
@@ -255,6 +245,115 @@ class SqlTaskStore:
             .order_by(token_usage.c.id)
         )
         return await self._tx.read(lambda conn: [_call_record(r) for r in conn.execute(query)])
+
+
+# --------------------------------------------------------------------------- statements
+# Built once: constructing a statement and deriving its cache key cost more CPU than
+# SQLite takes to run it. Parameters are named ``p_*`` (names of columns are reserved
+# for the SET clause).
+
+_TASK = (tasks.c.id == bindparam("p_task"), tasks.c.tenant_id == bindparam("p_tenant"))
+_NODE = (
+    task_nodes.c.task_id == bindparam("p_task"),
+    task_nodes.c.tenant_id == bindparam("p_tenant"),
+    task_nodes.c.node_id == bindparam("p_node"),
+)
+_NOW = bindparam("p_now", type_=UtcDateTime())
+
+_SELECT_TASK = select(tasks).where(*_TASK)
+_SELECT_TASK_LOCKED = _SELECT_TASK.with_for_update()
+_TASK_SPENT = select(tasks.c.prompt_tokens + tasks.c.completion_tokens).where(*_TASK)
+_START_TASK = (
+    update(tasks)
+    .where(*_TASK)
+    .values(status=bindparam("p_status"), started_at=func.coalesce(tasks.c.started_at, _NOW))
+)
+_END_TASK = (
+    update(tasks)
+    .where(*_TASK)
+    .values(
+        status=bindparam("p_status"),
+        result=bindparam("p_result"),
+        error_code=bindparam("p_error_code"),
+        error_message=bindparam("p_error_message"),
+        finished_at=_NOW,
+    )
+)
+_CANCEL_OPEN_NODES = (
+    update(task_nodes)
+    .where(
+        task_nodes.c.task_id == bindparam("p_task"),
+        task_nodes.c.tenant_id == bindparam("p_tenant"),
+        task_nodes.c.status.in_(_OPEN_NODE),
+    )
+    .values(status=NodeStatus.CANCELLED.value, finished_at=_NOW)
+)
+# Bumping event_seq takes the task's row lock until commit: events of one task are
+# numbered and committed in one order across processes.
+_NUMBER_EVENTS = (
+    update(tasks)
+    .where(*_TASK)
+    .values(event_seq=tasks.c.event_seq + bindparam("p_count"))
+    .returning(tasks.c.event_seq)
+)
+_INSERT_EVENTS = insert(events)
+_EVENTS_AFTER = (
+    select(events)
+    .where(
+        events.c.task_id == bindparam("p_task"),
+        events.c.tenant_id == bindparam("p_tenant"),
+        events.c.seq > bindparam("p_after"),
+    )
+    .order_by(events.c.seq)
+    .limit(bindparam("p_limit"))
+)
+_CALL_KNOWN = select(token_usage.c.id).where(token_usage.c.call_key == bindparam("p_key"))
+_INSERT_CALL = insert(token_usage)
+_ADD_TASK_USAGE = (
+    update(tasks)
+    .where(*_TASK)
+    .values(
+        prompt_tokens=tasks.c.prompt_tokens + bindparam("p_prompt"),
+        completion_tokens=tasks.c.completion_tokens + bindparam("p_completion"),
+        cost_micro_usd=tasks.c.cost_micro_usd + bindparam("p_cost"),
+    )
+)
+_START_NODE = (
+    update(task_nodes)
+    .where(*_NODE, task_nodes.c.status != NodeStatus.COMPLETED.value)
+    .values(
+        status=NodeStatus.RUNNING.value,
+        attempts=bindparam("p_attempt"),
+        started_at=func.coalesce(task_nodes.c.started_at, _NOW),
+    )
+)
+_NODE_OUTPUT = select(task_nodes.c.output).where(*_NODE)
+_COMPLETE_NODE = (
+    update(task_nodes)
+    .where(*_NODE)
+    .values(
+        status=NodeStatus.COMPLETED.value,
+        output=bindparam("p_output"),
+        prompt_tokens=task_nodes.c.prompt_tokens + bindparam("p_prompt"),
+        completion_tokens=task_nodes.c.completion_tokens + bindparam("p_completion"),
+        cost_micro_usd=task_nodes.c.cost_micro_usd + bindparam("p_cost"),
+        finished_at=_NOW,
+    )
+)
+_END_OPEN_NODE = (
+    update(task_nodes)
+    .where(*_NODE, task_nodes.c.status.in_(_OPEN_NODE))
+    .values(
+        status=bindparam("p_status"),
+        error_code=bindparam("p_error_code"),
+        error_message=bindparam("p_error_message"),
+        finished_at=_NOW,
+    )
+)
+
+
+def _task_key(tenant_id: str, task_id: str) -> dict[str, Any]:
+    return {"p_task": task_id, "p_tenant": tenant_id}
 
 
 # --------------------------------------------------------------------------- transactions
@@ -279,7 +378,7 @@ def _create_task(conn: Connection, new: NewTask, now: datetime) -> Task:
         "event_seq": 0,
         "created_at": now,
     }
-    conn.execute(insert(tasks).values(values))
+    conn.execute(insert(tasks), values)
     data = {"strategy": new.strategy.value, "token_budget": new.token_budget}
     _append(conn, new.tenant_id, new.id, [(EventType.SUBMITTED, data)])
     return _task(_task_row(conn, new.tenant_id, new.id))
@@ -303,11 +402,18 @@ def _touch_session(conn: Connection, tenant_id: str, session_id: str, now: datet
 
 
 def _task_row(conn: Connection, tenant_id: str, task_id: str, *, lock: bool = False) -> Row[Any]:
-    query = select(tasks).where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
-    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+    query = _SELECT_TASK_LOCKED if lock else _SELECT_TASK
+    row = conn.execute(query, _task_key(tenant_id, task_id)).one_or_none()
     if row is None:
         raise NotFound(f"task {task_id} not found", code="task_not_found")
     return row
+
+
+def _events_after(
+    conn: Connection, tenant_id: str, task_id: str, after_seq: int, limit: int
+) -> list[TaskEvent]:
+    params = {**_task_key(tenant_id, task_id), "p_after": after_seq, "p_limit": limit}
+    return [_event(r) for r in conn.execute(_EVENTS_AFTER, params)]
 
 
 def _move(
@@ -321,11 +427,8 @@ def _move(
     row = _task_row(conn, tenant_id, task_id, lock=True)
     if TaskStatus(row.status).terminal:
         return _task(row)
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
-        .values(status=status.value, started_at=func.coalesce(tasks.c.started_at, _now()))
-    )
+    key = _task_key(tenant_id, task_id)
+    conn.execute(_START_TASK, {**key, "p_status": status.value, "p_now": _now()})
     _append(conn, tenant_id, task_id, [(event, data)])
     return _task(_task_row(conn, tenant_id, task_id))
 
@@ -339,37 +442,37 @@ def _record_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRe
 
 
 def _call_known(conn: Connection, call_key: str) -> bool:
-    query = select(token_usage.c.id).where(token_usage.c.call_key == call_key)
-    return conn.execute(query).first() is not None
+    return conn.execute(_CALL_KNOWN, {"p_key": call_key}).first() is not None
+
+
+def _usage_params(usage: Usage) -> dict[str, Any]:
+    return {
+        "p_prompt": usage.prompt_tokens,
+        "p_completion": usage.completion_tokens,
+        "p_cost": usage.cost_micro_usd,
+    }
 
 
 def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
     """The call's usage row and the task's totals; its event is the caller's to append."""
     conn.execute(
-        insert(token_usage).values(
-            call_key=call.call_key,
-            task_id=task_id,
-            tenant_id=tenant_id,
-            node_id=call.node_id,
-            provider=call.provider,
-            model=call.model,
-            prompt_tokens=call.usage.prompt_tokens,
-            completion_tokens=call.usage.completion_tokens,
-            cached_tokens=call.cached_tokens,
-            cost_micro_usd=call.usage.cost_micro_usd,
-            latency_ms=call.latency_ms,
-            created_at=_now(),
-        )
+        _INSERT_CALL,
+        {
+            "call_key": call.call_key,
+            "task_id": task_id,
+            "tenant_id": tenant_id,
+            "node_id": call.node_id,
+            "provider": call.provider,
+            "model": call.model,
+            "prompt_tokens": call.usage.prompt_tokens,
+            "completion_tokens": call.usage.completion_tokens,
+            "cached_tokens": call.cached_tokens,
+            "cost_micro_usd": call.usage.cost_micro_usd,
+            "latency_ms": call.latency_ms,
+            "created_at": _now(),
+        },
     )
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
-        .values(
-            prompt_tokens=tasks.c.prompt_tokens + call.usage.prompt_tokens,
-            completion_tokens=tasks.c.completion_tokens + call.usage.completion_tokens,
-            cost_micro_usd=tasks.c.cost_micro_usd + call.usage.cost_micro_usd,
-        )
-    )
+    conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
 
 
 def _call_event(call: LLMCallRecord) -> tuple[EventType, dict[str, Any]]:
@@ -402,17 +505,18 @@ def _finish(
     if TaskStatus(row.status).terminal:
         _append(conn, tenant_id, task_id, pending)
         return Finish(task=None, call_stored=call_stored)
+    key = _task_key(tenant_id, task_id)
     now = _now()
     conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
-        .values(
-            status=status.value,
-            result=result,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-            finished_at=now,
-        )
+        _END_TASK,
+        {
+            **key,
+            "p_status": status.value,
+            "p_result": result,
+            "p_error_code": error.code if error else None,
+            "p_error_message": error.message if error else None,
+            "p_now": now,
+        },
     )
     data: dict[str, Any] = {
         "status": status.value,
@@ -426,15 +530,7 @@ def _finish(
         data["error"] = error.model_dump()
     if status is not TaskStatus.COMPLETED:
         # Nodes still pending or running when the task ends early will never finish.
-        conn.execute(
-            update(task_nodes)
-            .where(
-                task_nodes.c.task_id == task_id,
-                task_nodes.c.tenant_id == tenant_id,
-                task_nodes.c.status.in_(_OPEN_NODE),
-            )
-            .values(status=NodeStatus.CANCELLED.value, finished_at=now)
-        )
+        conn.execute(_CANCEL_OPEN_NODES, {**key, "p_now": now})
     pending.append((TERMINAL_EVENT_FOR_STATUS[status], data))
     _append(conn, tenant_id, task_id, pending)
     return Finish(task=_task(_task_row(conn, tenant_id, task_id)), call_stored=call_stored)
@@ -492,33 +588,18 @@ def _save_plan(conn: Connection, tenant_id: str, task_id: str, plan: Plan) -> No
 def _node_started(
     conn: Connection, tenant_id: str, task_id: str, node_id: str, attempt: int
 ) -> NodeStart:
-    node = (
-        task_nodes.c.task_id == task_id,
-        task_nodes.c.tenant_id == tenant_id,
-        task_nodes.c.node_id == node_id,
-    )
-    moved = conn.execute(
-        update(task_nodes)
-        .where(*node, task_nodes.c.status != NodeStatus.COMPLETED.value)
-        .values(
-            status=NodeStatus.RUNNING.value,
-            attempts=attempt,
-            started_at=func.coalesce(task_nodes.c.started_at, _now()),
-        )
-    )
+    key = _task_key(tenant_id, task_id)
+    node = {**key, "p_node": node_id}
+    moved = conn.execute(_START_NODE, {**node, "p_attempt": attempt, "p_now": _now()})
     output: str | None = None
     if moved.rowcount == 0:  # finished by an earlier attempt (or unknown)
-        output = conn.execute(select(task_nodes.c.output).where(*node)).scalar_one_or_none()
+        output = conn.execute(_NODE_OUTPUT, node).scalar_one_or_none()
         if output is None:
             raise NotFound(f"node {node_id} of task {task_id} not found")
     else:
         event = (EventType.NODE_STARTED, {"node_id": node_id, "attempt": attempt})
         _append(conn, tenant_id, task_id, [event])
-    spent = conn.execute(
-        select(tasks.c.prompt_tokens + tasks.c.completion_tokens).where(
-            tasks.c.id == task_id, tasks.c.tenant_id == tenant_id
-        )
-    ).scalar_one_or_none()
+    spent = conn.execute(_TASK_SPENT, key).scalar_one_or_none()
     return NodeStart(spent=int(spent or 0), output=output)
 
 
@@ -535,20 +616,14 @@ def _node_completed(
     _add_call(conn, tenant_id, task_id, call)
     usage = call.usage
     conn.execute(
-        update(task_nodes)
-        .where(
-            task_nodes.c.task_id == task_id,
-            task_nodes.c.tenant_id == tenant_id,
-            task_nodes.c.node_id == node_id,
-        )
-        .values(
-            status=NodeStatus.COMPLETED.value,
-            output=output,
-            prompt_tokens=task_nodes.c.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=task_nodes.c.completion_tokens + usage.completion_tokens,
-            cost_micro_usd=task_nodes.c.cost_micro_usd + usage.cost_micro_usd,
-            finished_at=_now(),
-        )
+        _COMPLETE_NODE,
+        {
+            **_task_key(tenant_id, task_id),
+            "p_node": node_id,
+            "p_output": output,
+            **_usage_params(usage),
+            "p_now": _now(),
+        },
     )
     summary = output if len(output) <= 200 else output[:199] + "…"
     completed = {
@@ -569,41 +644,36 @@ def _nodes_ended(
     failed: dict[str, TaskError],
     skipped: dict[str, str],
 ) -> None:
+    key = _task_key(tenant_id, task_id)
     now = _now()
     ended: list[tuple[EventType, dict[str, Any]]] = []
     for node_id, error in failed.items():
-        _end_node(conn, tenant_id, task_id, node_id, NodeStatus.FAILED, error, now)
+        conn.execute(
+            _END_OPEN_NODE,
+            {
+                **key,
+                "p_node": node_id,
+                "p_status": NodeStatus.FAILED.value,
+                "p_error_code": error.code,
+                "p_error_message": error.message,
+                "p_now": now,
+            },
+        )
         ended.append((EventType.NODE_FAILED, {"node_id": node_id, "error": error.model_dump()}))
     for node_id, reason in skipped.items():
-        _end_node(conn, tenant_id, task_id, node_id, NodeStatus.SKIPPED, None, now)
+        conn.execute(
+            _END_OPEN_NODE,
+            {
+                **key,
+                "p_node": node_id,
+                "p_status": NodeStatus.SKIPPED.value,
+                "p_error_code": None,
+                "p_error_message": None,
+                "p_now": now,
+            },
+        )
         ended.append((EventType.NODE_SKIPPED, {"node_id": node_id, "reason": reason}))
     _append(conn, tenant_id, task_id, ended)
-
-
-def _end_node(
-    conn: Connection,
-    tenant_id: str,
-    task_id: str,
-    node_id: str,
-    status: NodeStatus,
-    error: TaskError | None,
-    now: datetime,
-) -> None:
-    conn.execute(
-        update(task_nodes)
-        .where(
-            task_nodes.c.task_id == task_id,
-            task_nodes.c.tenant_id == tenant_id,
-            task_nodes.c.node_id == node_id,
-            task_nodes.c.status.in_(_OPEN_NODE),
-        )
-        .values(
-            status=status.value,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-            finished_at=now,
-        )
-    )
 
 
 def _append(
@@ -615,24 +685,20 @@ def _append(
     """Number the events after the task's last one and store them, in order."""
     if not new_events:
         return []
-    # The UPDATE takes the task's row lock until commit: events of one task are
-    # numbered and committed in one order across processes.
+    count = len(new_events)
     last = conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.tenant_id == tenant_id)
-        .values(event_seq=tasks.c.event_seq + len(new_events))
-        .returning(tasks.c.event_seq)
+        _NUMBER_EVENTS, {**_task_key(tenant_id, task_id), "p_count": count}
     ).scalar_one_or_none()
     if last is None:
         raise NotFound(f"task {task_id} not found", code="task_not_found")
-    first = int(last) - len(new_events) + 1
+    first = int(last) - count + 1
     now = _now()
     appended = [
         TaskEvent(task_id=task_id, seq=first + i, type=type_, data=data, created_at=now)
         for i, (type_, data) in enumerate(new_events)
     ]
     conn.execute(
-        insert(events),
+        _INSERT_EVENTS,
         [
             {
                 "task_id": task_id,

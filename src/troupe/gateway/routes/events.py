@@ -14,6 +14,8 @@ from troupe.gateway.schemas import EventView
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["events"])
 
+_PAGE = 500  # events read at once
+
 
 @router.get(
     "/{task_id}/events",
@@ -47,7 +49,7 @@ async def _stream(
     # Listen before the first read, so nothing written in between goes unnoticed.
     async with services.fanout.listen(task_id) as listener:
         while True:
-            events = await services.store.events_after(tenant, task_id, cursor)
+            events = await services.store.events_after(tenant, task_id, cursor, limit=_PAGE)
             for event in events:
                 cursor = event.seq
                 yield ServerSentEvent(
@@ -57,10 +59,13 @@ async def _stream(
                 )
                 if event.type.terminal:
                     return
+            if len(events) == _PAGE:
+                continue  # more are stored already
             if not events:
                 task = await services.store.get_task(tenant, task_id)
                 if task.status.terminal and not await services.store.events_after(
                     tenant, task_id, cursor
                 ):
                     return  # resumed after the end: nothing more will come
-                await listener.wait(poll_s)
+            # Whatever was written after the read above has woken the listener already.
+            await listener.wait(poll_s)
