@@ -77,7 +77,7 @@ class TaskSettings(_Section):
     default_token_budget: int = Field(default=20_000, ge=1)
     max_token_budget: int = Field(default=1_000_000, ge=1)
     attempt_timeout_s: float = Field(default=300, gt=0)
-    heartbeat_timeout_s: float = Field(default=2, gt=0)
+    heartbeat_timeout_s: float = Field(default=5, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
