@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from troupe.config import Settings
 from troupe.errors import Unavailable
 from troupe.llm.base import LLMProvider
+from troupe.llm.cache import MemoryPromptCache, PromptCache, RedisPromptCache
 from troupe.llm.providers.simulation import SimulationProvider
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import TaskLauncher
@@ -35,6 +36,7 @@ class Services:
     store: SqlTaskStore
     fanout: EventFanout
     provider: LLMProvider
+    prompt_cache: PromptCache | None
     journal: TaskJournal
     temporal: Client
     launcher: TaskLauncher
@@ -50,6 +52,7 @@ class Services:
         )
         fanout = build_fanout(settings)
         provider = build_provider(settings)
+        prompt_cache = build_prompt_cache(settings)
         journal = TaskJournal(store, fanout)
         client = await connect_temporal(
             temporal_address,
@@ -59,7 +62,7 @@ class Services:
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
-        return cls(settings, store, fanout, provider, journal, client, launcher)
+        return cls(settings, store, fanout, provider, prompt_cache, journal, client, launcher)
 
     def worker(self) -> Worker:
         return build_worker(
@@ -68,10 +71,13 @@ class Services:
             provider=self.provider,
             journal=self.journal,
             tools=build_tools(),
+            cache=self.prompt_cache,
         )
 
     async def aclose(self) -> None:
         await self.provider.aclose()
+        if self.prompt_cache is not None:
+            await self.prompt_cache.aclose()
         await self.fanout.aclose()
         await self.store.aclose()
 
@@ -89,6 +95,16 @@ def build_fanout(settings: Settings) -> EventFanout:
     from troupe.storage.kv.redis import RedisEventFanout
 
     return RedisEventFanout(settings.redis.url)
+
+
+def build_prompt_cache(settings: Settings) -> PromptCache | None:
+    """The prompt cache: None when disabled, Redis when configured, else in-process."""
+    cache = settings.llm.cache
+    if not cache.enabled:
+        return None
+    if settings.redis.url is None:
+        return MemoryPromptCache(ttl_s=cache.ttl_s, max_entries=cache.max_entries)
+    return RedisPromptCache(settings.redis.url, ttl_s=cache.ttl_s, max_entries=cache.max_entries)
 
 
 def build_provider(settings: Settings) -> LLMProvider:

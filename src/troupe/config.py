@@ -94,6 +94,12 @@ class SimulationSettings(_Section):
     plan_width: int = Field(default=3, ge=1, le=32)
 
 
+class PromptCacheSettings(_Section):
+    enabled: bool = True
+    ttl_s: float = Field(default=3600, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+
+
 class ModelPrice(_Section):
     """Integer micro-dollars per million tokens."""
 
@@ -114,6 +120,7 @@ class LLMSettings(_Section):
     default_tier: ModelTier = "medium"
     max_tokens: int = Field(default=512, ge=1)
     simulation: SimulationSettings = SimulationSettings()
+    cache: PromptCacheSettings = PromptCacheSettings()
     pricing: dict[str, ModelPrice] = Field(
         default_factory=lambda: {
             "sim-small": ModelPrice(input=150_000, output=600_000),

@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.processes import REPO, TROUPE, TroupeProcess, child_env
 from troupe.client import TroupeAPIError, TroupeClient
 from troupe.orchestrator.devserver import free_port
+from troupe.storage.database import SCHEMA_HEAD
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,7 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     env = {"TROUPE_DATA_DIR": str(tmp_path)}
     up = _troupe("db", "upgrade", env=env)
     assert up.returncode == 0, up.stderr
-    assert "database schema at 0002" in up.stderr
+    assert f"database schema at {SCHEMA_HEAD}" in up.stderr
     down = _troupe("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "database schema at base" in down.stderr

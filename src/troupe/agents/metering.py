@@ -1,4 +1,5 @@
-"""Every LLM call an agent makes: bounded by the task's budget, costed, keyed for metering."""
+"""Every LLM call an agent makes: bounded by the task's budget, cached, costed, keyed for
+metering."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from troupe.config import LLMSettings
 from troupe.domain import ModelTier, Usage
 from troupe.errors import BudgetExceeded
 from troupe.llm.base import LLMProvider
+from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
+from troupe.observability import metrics
 from troupe.storage.repositories import LLMCallRecord
 
 
@@ -24,6 +27,7 @@ class CallContext:
     # Unique per activity attempt; a call's key is this plus the call's index.
     attempt_key: str
     node_id: str | None = None
+    use_cache: bool = True  # the task may opt out of the prompt cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +37,15 @@ class MeteredResponse:
 
 
 class MeteredLLM:
-    """Calls the provider after fitting the call into the budget; returns usage to record."""
+    """Calls the provider after fitting the call into the budget, unless the prompt cache
+    has the answer; returns the usage to record."""
 
-    def __init__(self, provider: LLMProvider, settings: LLMSettings) -> None:
+    def __init__(
+        self, provider: LLMProvider, settings: LLMSettings, cache: PromptCache | None = None
+    ) -> None:
         self._provider = provider
         self._settings = settings
+        self._cache = cache
 
     async def call(
         self,
@@ -64,8 +72,29 @@ class MeteredLLM:
             response_format=response_format,
         )
         started = time.perf_counter()
+        cache = self._cache if ctx.use_cache else None
+        key = cache_key(request) if cache is not None else ""
+        if cache is not None:
+            cached = await cache.get(ctx.tenant_id, key)
+            metrics.LLM_CACHE_LOOKUPS.labels(result="miss" if cached is None else "hit").inc()
+            if cached is not None:
+                return MeteredResponse(
+                    response=cached,
+                    record=LLMCallRecord(
+                        call_key=f"{ctx.attempt_key}:{index}",
+                        provider=cached.provider,
+                        model=cached.model,
+                        usage=Usage(prompt_tokens=0, completion_tokens=0, cost_micro_usd=0),
+                        cached_tokens=0,
+                        latency_ms=round((time.perf_counter() - started) * 1000),
+                        node_id=ctx.node_id,
+                        cache_hit=True,
+                    ),
+                )
         response = await self._provider.complete(request)
         latency_ms = round((time.perf_counter() - started) * 1000)
+        if cache is not None:
+            await cache.put(ctx.tenant_id, key, response)
         usage = Usage(
             prompt_tokens=response.usage.prompt_tokens,
             completion_tokens=response.usage.completion_tokens,

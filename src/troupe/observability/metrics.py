@@ -44,6 +44,11 @@ LLM_COST = Counter(
     "Cost of provider calls in micro-dollars.",
     ["provider", "model"],
 )
+LLM_CACHE_LOOKUPS = Counter(
+    "troupe_llm_cache_lookups_total",
+    "Prompt cache lookups by result (hit, miss); a hit replaces a provider call.",
+    ["result"],
+)
 LLM_CALL_SECONDS = Histogram(
     "troupe_llm_call_duration_seconds",
     "Latency of provider calls.",

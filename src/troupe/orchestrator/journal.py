@@ -131,6 +131,8 @@ class TaskJournal:
 
 
 def _count_call(call: LLMCallRecord) -> None:
+    if call.cache_hit:
+        return  # no provider call: no tokens, no cost, no provider latency
     labels = {"provider": call.provider, "model": call.model}
     metrics.LLM_TOKENS.labels(kind="prompt", **labels).inc(call.usage.prompt_tokens)
     metrics.LLM_TOKENS.labels(kind="completion", **labels).inc(call.usage.completion_tokens)

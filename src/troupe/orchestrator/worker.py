@@ -15,6 +15,7 @@ from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings
 from troupe.llm.base import LLMProvider
+from troupe.llm.cache import PromptCache
 from troupe.orchestrator.activities.task import TaskActivities
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.judge import StrategyJudge
@@ -30,9 +31,10 @@ def build_worker(
     provider: LLMProvider,
     journal: TaskJournal,
     tools: ToolRegistry,
+    cache: PromptCache | None = None,
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
-    llm = MeteredLLM(provider, settings.llm)
+    llm = MeteredLLM(provider, settings.llm, cache)
     activities = TaskActivities(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
         Planner(llm, journal, settings.orchestrator),

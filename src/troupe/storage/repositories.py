@@ -66,6 +66,7 @@ class LLMCallRecord:
     cached_tokens: int
     latency_ms: int
     node_id: str | None = None
+    cache_hit: bool = False  # answered by the prompt cache: zero tokens, zero cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +468,7 @@ def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecor
             "prompt_tokens": call.usage.prompt_tokens,
             "completion_tokens": call.usage.completion_tokens,
             "cached_tokens": call.cached_tokens,
+            "cache_hit": call.cache_hit,
             "cost_micro_usd": call.usage.cost_micro_usd,
             "latency_ms": call.latency_ms,
             "created_at": _now(),
@@ -484,6 +486,7 @@ def _call_event(call: LLMCallRecord) -> tuple[EventType, dict[str, Any]]:
         "completion_tokens": call.usage.completion_tokens,
         "cost_micro_usd": call.usage.cost_micro_usd,
         "latency_ms": call.latency_ms,
+        "cache_hit": call.cache_hit,
     }
 
 
@@ -790,4 +793,5 @@ def _call_record(row: Row[Any]) -> LLMCallRecord:
         cached_tokens=row.cached_tokens,
         latency_ms=row.latency_ms,
         node_id=row.node_id,
+        cache_hit=row.cache_hit,
     )
