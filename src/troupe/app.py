@@ -6,15 +6,18 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from troupe.config import Settings
+from troupe.config import LLMSettings, ProviderSettings, Settings
 from troupe.errors import Unavailable
 from troupe.llm.base import LLMProvider
 from troupe.llm.cache import MemoryPromptCache, PromptCache, RedisPromptCache
 from troupe.llm.providers.simulation import SimulationProvider
+from troupe.llm.router import LLMRouter
+from troupe.llm.secrets import provider_keys
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import TaskLauncher
 from troupe.orchestrator.worker import build_worker
@@ -35,7 +38,7 @@ class Services:
     settings: Settings
     store: SqlTaskStore
     fanout: EventFanout
-    provider: LLMProvider
+    router: LLMRouter
     prompt_cache: PromptCache | None
     journal: TaskJournal
     temporal: Client
@@ -51,7 +54,7 @@ class Services:
             )
         )
         fanout = build_fanout(settings)
-        provider = build_provider(settings)
+        router = build_router(settings)
         prompt_cache = build_prompt_cache(settings)
         journal = TaskJournal(store, fanout)
         client = await connect_temporal(
@@ -62,20 +65,20 @@ class Services:
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
-        return cls(settings, store, fanout, provider, prompt_cache, journal, client, launcher)
+        return cls(settings, store, fanout, router, prompt_cache, journal, client, launcher)
 
     def worker(self) -> Worker:
         return build_worker(
             self.temporal,
             self.settings,
-            provider=self.provider,
+            router=self.router,
             journal=self.journal,
             tools=build_tools(),
             cache=self.prompt_cache,
         )
 
     async def aclose(self) -> None:
-        await self.provider.aclose()
+        await self.router.aclose()
         if self.prompt_cache is not None:
             await self.prompt_cache.aclose()
         await self.fanout.aclose()
@@ -107,13 +110,45 @@ def build_prompt_cache(settings: Settings) -> PromptCache | None:
     return RedisPromptCache(settings.redis.url, ttl_s=cache.ttl_s, max_entries=cache.max_entries)
 
 
-def build_provider(settings: Settings) -> LLMProvider:
-    """The configured LLM provider; today only the simulation exists."""
-    logger.warning(
-        "LLM provider: SIMULATION. Answers are generated locally and are not real model "
-        "output; configure llm.provider to use a real model."
+def build_router(settings: Settings) -> LLMRouter:
+    """Every configured provider behind the router; ConfigError for a missing key."""
+    llm = settings.llm
+    keys = provider_keys(llm)
+    providers: dict[str, LLMProvider] = {}
+    for name, config in llm.providers.items():
+        providers[name] = _provider(name, config, keys.get(name), llm)
+        if config.kind == "simulation":
+            logger.warning(
+                "LLM provider %r is a SIMULATION: its answers are generated locally and "
+                "are not real model output; configure llm.providers and llm.tiers to use "
+                "a real model.",
+                name,
+            )
+    return LLMRouter(providers, llm)
+
+
+def _provider(
+    name: str, config: ProviderSettings, key: SecretStr | None, llm: LLMSettings
+) -> LLMProvider:
+    if config.kind == "simulation":
+        return SimulationProvider(config.simulation or llm.simulation, name=name)
+    if config.kind == "anthropic":
+        # Imported on use: each SDK costs start-up time a simulation-only setup skips.
+        from troupe.llm.providers.anthropic import AnthropicProvider
+
+        assert key is not None  # provider_keys refuses an anthropic provider without one
+        return AnthropicProvider(
+            name, api_key=key, base_url=config.base_url, timeout_s=config.timeout_s
+        )
+    from troupe.llm.providers.openai import OpenAIProvider
+
+    return OpenAIProvider(
+        name,
+        api_key=key,
+        base_url=config.base_url,
+        timeout_s=config.timeout_s,
+        compatible=config.kind == "openai_compatible",
     )
-    return SimulationProvider(settings.llm.simulation)
 
 
 async def connect_temporal(address: str, *, namespace: str, timeout_s: float) -> Client:

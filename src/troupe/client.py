@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from troupe.domain import EventType
-from troupe.gateway.schemas import EventView, TaskPageView, TaskView
+from troupe.gateway.schemas import EventView, ProvidersView, TaskPageView, TaskView
 from troupe.orchestrator.report import ReplayReport
 
 _STREAM_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
@@ -138,6 +138,11 @@ class AsyncTroupeClient:
         response = await self._http.get(f"/api/v1/tasks/{task_id}")
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
+
+    async def providers(self) -> ProvidersView:
+        response = await self._http.get("/api/v1/providers")
+        _raise_for(response)
+        return ProvidersView.model_validate_json(response.content)
 
     async def list_tasks(
         self,
@@ -267,6 +272,12 @@ class TroupeClient:
         response = self._http.get(f"/api/v1/tasks/{task_id}")
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
+
+    def providers(self) -> ProvidersView:
+        """The model providers with their breaker state, and each tier's candidates."""
+        response = self._http.get("/api/v1/providers")
+        _raise_for(response)
+        return ProvidersView.model_validate_json(response.content)
 
     def list_tasks(
         self,

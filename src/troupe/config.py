@@ -101,22 +101,88 @@ class PromptCacheSettings(_Section):
 
 
 class ModelPrice(_Section):
-    """Integer micro-dollars per million tokens."""
+    """Integer micro-dollars per million tokens; ``cached_input`` prices the prompt
+    tokens a provider served from its own prompt cache (``input`` when unset)."""
 
     input: int = Field(ge=0)
     output: int = Field(ge=0)
+    cached_input: int | None = Field(default=None, ge=0)
 
 
-_DEFAULT_TIERS: dict[ModelTier, str] = {
-    "small": "sim-small",
-    "medium": "sim-small",
-    "large": "sim-large",
+ProviderKind = Literal["simulation", "openai", "anthropic", "openai_compatible"]
+
+# The environment variable a provider's key is read from unless api_key_env names one.
+DEFAULT_KEY_ENV: dict[ProviderKind, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
 }
 
 
+class ProviderSettings(_Section):
+    """One provider endpoint. Keys never live here: see ``api_key_env`` and
+    ``llm.secrets_file``."""
+
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout_s: float = Field(default=60, gt=0)
+    # kind simulation: its own behaviour instead of llm.simulation (to rehearse fallback)
+    simulation: SimulationSettings | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> ProviderSettings:
+        if self.kind == "openai_compatible" and self.base_url is None:
+            raise ValueError("an openai_compatible provider needs base_url")
+        if self.kind != "simulation" and self.simulation is not None:
+            raise ValueError("only a simulation provider takes simulation settings")
+        if self.kind == "simulation" and (self.base_url or self.api_key_env):
+            raise ValueError("a simulation provider has no base_url and no key")
+        return self
+
+    @property
+    def key_env(self) -> str | None:
+        return self.api_key_env or DEFAULT_KEY_ENV.get(self.kind)
+
+
+class TierCandidate(_Section):
+    """A model a tier may use. Lower priority numbers are tried first; among equal
+    priorities, the weight decides how often each goes first."""
+
+    provider: str
+    model: str
+    priority: int = Field(default=1, ge=0)
+    weight: int = Field(default=1, ge=1)
+
+
+class RetrySettings(_Section):
+    attempts: int = Field(default=3, ge=1, le=10)
+    initial_backoff_ms: int = Field(default=200, ge=0)
+    max_backoff_ms: int = Field(default=5_000, ge=0)
+
+
+class BreakerSettings(_Section):
+    failure_threshold: int = Field(default=5, ge=1)
+    window_s: float = Field(default=60, gt=0)
+    cooldown_s: float = Field(default=30, gt=0)
+
+
+def _default_tiers() -> dict[ModelTier, tuple[TierCandidate, ...]]:
+    return {
+        "small": (TierCandidate(provider="simulation", model="sim-small"),),
+        "medium": (TierCandidate(provider="simulation", model="sim-small"),),
+        "large": (TierCandidate(provider="simulation", model="sim-large"),),
+    }
+
+
 class LLMSettings(_Section):
-    provider: Literal["simulation"] = "simulation"
-    tiers: dict[ModelTier, str] = Field(default_factory=lambda: dict(_DEFAULT_TIERS))
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=lambda: {"simulation": ProviderSettings(kind="simulation")}
+    )
+    tiers: dict[ModelTier, tuple[TierCandidate, ...]] = Field(default_factory=_default_tiers)
+    fallback_to_lower_tier: bool = True
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    secrets_file: Path | None = None
     default_tier: ModelTier = "medium"
     max_tokens: int = Field(default=512, ge=1)
     simulation: SimulationSettings = SimulationSettings()
@@ -129,20 +195,31 @@ class LLMSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _tiers_are_complete_and_priced(self) -> LLMSettings:
-        missing = [t for t in ("small", "medium", "large") if t not in self.tiers]
+    def _tiers_are_complete_known_and_priced(self) -> LLMSettings:
+        for name in self.providers:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"provider name {name!r}: use letters, digits, - and _")
+        missing = [t for t in ("small", "medium", "large") if not self.tiers.get(t)]
         if missing:
-            raise ValueError(f"tiers needs a model for {', '.join(missing)}")
-        for tier, model in self.tiers.items():
-            if model not in self.pricing:
-                raise ValueError(
-                    f"the {tier} tier's model {model!r} has no llm.pricing entry; "
-                    "every call must be costed"
-                )
+            raise ValueError(f"tiers needs at least one model for {', '.join(missing)}")
+        for tier, candidates in self.tiers.items():
+            for candidate in candidates:
+                if candidate.provider not in self.providers:
+                    raise ValueError(
+                        f"the {tier} tier names provider {candidate.provider!r}, "
+                        "which llm.providers does not define"
+                    )
+                if candidate.model not in self.pricing:
+                    raise ValueError(
+                        f"the {tier} tier's model {candidate.model!r} has no llm.pricing "
+                        "entry; every call must be costed"
+                    )
         return self
 
     def model_for(self, tier: ModelTier) -> str:
-        return self.tiers[tier]
+        """The model a tier asks for first (its lowest priority number, then listed
+        first): what a request names before routing picks who serves it."""
+        return min(self.tiers[tier], key=lambda c: c.priority).model
 
 
 class OrchestratorSettings(_Section):

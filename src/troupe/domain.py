@@ -47,6 +47,7 @@ class EventType(enum.StrEnum):
     STARTED = "task.started"
     CANCEL_REQUESTED = "task.cancel_requested"
     LLM_CALL = "llm.call"
+    LLM_FALLBACK = "llm.fallback"
     STRATEGY_CHOSEN = "strategy.chosen"
     PLAN_CREATED = "plan.created"
     PLAN_FALLBACK = "plan.fallback"

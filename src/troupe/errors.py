@@ -61,5 +61,19 @@ class BudgetExceeded(TroupeError):
 
 
 class ProviderError(TroupeError):
+    """A model provider failed a call. ``retryable``: a later attempt may succeed
+    (rate limit, server error, timeout); ``retry_after_s``: the provider said when."""
+
     code = "provider_error"
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+    ):
+        super().__init__(message, code=code, retryable=retryable)
+        self.retry_after_s = retry_after_s

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from troupe.config import LLMSettings
+from troupe.llm.base import LLMProvider
 from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
 from troupe.llm.pricing import estimate_prompt_tokens
+from troupe.llm.router import LLMRouter
 
 
 def scripted_answer(content: str, *, completion_tokens: int = 10) -> ChatResponse:
@@ -92,3 +95,9 @@ class FunctionProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def routed(provider: LLMProvider, settings: LLMSettings | None = None) -> LLMRouter:
+    """A router that sends every candidate of every tier to ``provider``."""
+    llm = settings or LLMSettings()
+    return LLMRouter(dict.fromkeys(llm.providers, provider), llm)

@@ -92,6 +92,8 @@ def test_explicit_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_model_without_a_price_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TROUPE_LLM__TIERS__LARGE", "sim-unpriced")
+    monkeypatch.setenv(
+        "TROUPE_LLM__TIERS__LARGE", '[{"provider": "simulation", "model": "sim-unpriced"}]'
+    )
     with pytest.raises(ConfigError, match=r"llm: .*sim-unpriced.*pricing"):
         load_settings(SHIPPED)

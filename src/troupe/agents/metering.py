@@ -4,15 +4,16 @@ metering."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from troupe.config import LLMSettings
+from troupe.config import LLMSettings, ModelPrice
 from troupe.domain import ModelTier, Usage
 from troupe.errors import BudgetExceeded
-from troupe.llm.base import LLMProvider
 from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
+from troupe.llm.router import Fallback, LLMRouter, Routed
 from troupe.observability import metrics
 from troupe.storage.repositories import LLMCallRecord
 
@@ -36,16 +37,26 @@ class MeteredResponse:
     record: LLMCallRecord
 
 
+# Where a call's fallbacks go: (the call's context, what happened).
+FallbackSink = Callable[["CallContext", Fallback], Awaitable[None]]
+
+
 class MeteredLLM:
     """Calls the provider after fitting the call into the budget, unless the prompt cache
     has the answer; returns the usage to record."""
 
     def __init__(
-        self, provider: LLMProvider, settings: LLMSettings, cache: PromptCache | None = None
+        self,
+        router: LLMRouter,
+        settings: LLMSettings,
+        cache: PromptCache | None = None,
+        *,
+        on_fallback: FallbackSink | None = None,
     ) -> None:
-        self._provider = provider
+        self._router = router
         self._settings = settings
         self._cache = cache
+        self._on_fallback = on_fallback
 
     async def call(
         self,
@@ -56,8 +67,10 @@ class MeteredLLM:
         spent: int,
         index: int = 0,
         response_format: StructuredOutput | None = None,
+        model: str | None = None,
     ) -> MeteredResponse:
-        """One call; ``spent`` is what the task used so far (earlier calls and attempts)."""
+        """One call; ``spent`` is what the task used so far (earlier calls and attempts).
+        ``model`` names a model to try before the tier's own candidates."""
         committed = spent + estimate_prompt_tokens(messages)
         room = ctx.token_budget - committed
         if room < 1:
@@ -66,7 +79,7 @@ class MeteredLLM:
                 f"the task's budget is {ctx.token_budget}"
             )
         request = ChatRequest(
-            model=self._settings.model_for(tier),
+            model=model or self._settings.model_for(tier),
             messages=messages,
             max_tokens=min(self._settings.max_tokens, room),
             response_format=response_format,
@@ -91,16 +104,17 @@ class MeteredLLM:
                         cache_hit=True,
                     ),
                 )
-        response = await self._provider.complete(request)
+        routed = await self._router.complete(
+            request, tier=tier, model=model, on_fallback=self._fallback_sink(ctx)
+        )
+        response = routed.response
         latency_ms = round((time.perf_counter() - started) * 1000)
         if cache is not None:
             await cache.put(ctx.tenant_id, key, response)
         usage = Usage(
             prompt_tokens=response.usage.prompt_tokens,
             completion_tokens=response.usage.completion_tokens,
-            cost_micro_usd=cost_micro_usd(
-                response.usage, price_for(response.model, self._settings.pricing)
-            ),
+            cost_micro_usd=cost_micro_usd(response.usage, self._price(routed)),
         )
         record = LLMCallRecord(
             call_key=f"{ctx.attempt_key}:{index}",
@@ -112,3 +126,20 @@ class MeteredLLM:
             node_id=ctx.node_id,
         )
         return MeteredResponse(response=response, record=record)
+
+    def _fallback_sink(self, ctx: CallContext) -> Callable[[Fallback], Awaitable[None]] | None:
+        sink = self._on_fallback
+        if sink is None:
+            return None
+
+        async def record(fallback: Fallback) -> None:
+            await sink(ctx, fallback)
+
+        return record
+
+    def _price(self, routed: Routed) -> ModelPrice:
+        """The reported model's price, else the configured candidate's (providers report
+        dated snapshots of the model they were asked for)."""
+        pricing = self._settings.pricing
+        model = routed.response.model
+        return price_for(model if model in pricing else routed.candidate.model, pricing)

@@ -225,6 +225,40 @@ def replay(
     _run(lambda: replay_tasks(server, task_ids, as_json=as_json, console=console))
 
 
+@app.command()
+def providers(
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="TROUPE_SERVER_URL", help="URL of a running Troupe (default: config)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """The model providers of a running Troupe, their circuit breakers, and the tiers."""
+    import httpx
+
+    from troupe.cli.progress import providers_table
+    from troupe.client import TroupeAPIError, TroupeClient
+
+    if server is None:
+        settings = _settings(config)
+        server = f"http://{settings.server.host}:{settings.server.port}"
+    try:
+        with TroupeClient(server) as client:
+            answer = client.providers()
+    except TroupeAPIError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {server}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    out = Console()  # the answer goes to stdout, messages to stderr
+    if as_json:
+        out.print_json(answer.model_dump_json())
+    else:
+        out.print(providers_table(answer))
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",

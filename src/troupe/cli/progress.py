@@ -11,7 +11,7 @@ from rich.text import Text
 
 from troupe.client import AsyncTroupeClient, TroupeAPIError
 from troupe.domain import TaskStatus
-from troupe.gateway.schemas import EventView, TaskView
+from troupe.gateway.schemas import EventView, ProvidersView, TaskView
 
 
 def _event_line(event: EventView) -> str:
@@ -77,3 +77,35 @@ async def follow_and_render(
     out.print(Panel(Text(body), title=f"[{style}]{final.status.value}[/{style}]", expand=False))
     out.print(usage_table(final))
     return 0 if final.status is TaskStatus.COMPLETED else 1
+
+
+def providers_table(answer: ProvidersView) -> Table:
+    """One row per provider (breaker state) and, under it, where each tier routes."""
+    table = Table(title="Providers", title_justify="left")
+    table.add_column("provider")
+    table.add_column("kind")
+    table.add_column("breaker")
+    table.add_column("recent failures", justify="right")
+    table.add_column("serves")
+    colours = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for provider in answer.providers:
+        serves = [
+            f"{tier}: {c.model} (priority {c.priority}, weight {c.weight})"
+            for tier, candidates in answer.tiers.items()
+            for c in candidates
+            if c.provider == provider.name
+        ]
+        colour = colours.get(provider.breaker, "white")
+        table.add_row(
+            provider.name,
+            provider.kind,
+            f"[{colour}]{provider.breaker}[/{colour}]",
+            str(provider.recent_failures),
+            "\n".join(serves) or "-",
+        )
+    table.caption = (
+        "a tier whose candidates all fail falls back to the next tier down"
+        if answer.fallback_to_lower_tier
+        else "no fallback across tiers"
+    )
+    return table

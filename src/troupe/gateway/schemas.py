@@ -235,3 +235,26 @@ class EventView(BaseModel):
 class HealthView(BaseModel):
     status: Literal["ok", "ready"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderView(BaseModel):
+    name: str
+    kind: str = Field(description="simulation, openai, anthropic or openai_compatible")
+    breaker: str = Field(description="closed, open or half_open, as this process sees it")
+    recent_failures: int = Field(description="Failures counted in the breaker's window")
+    healthy: bool = Field(description="The breaker lets calls through (closed)")
+
+
+class TierCandidateView(BaseModel):
+    provider: str
+    model: str
+    priority: int
+    weight: int
+
+
+class ProvidersView(BaseModel):
+    """The configured providers with their health, and each tier's candidates."""
+
+    providers: list[ProviderView]
+    tiers: dict[str, list[TierCandidateView]]
+    fallback_to_lower_tier: bool

@@ -7,11 +7,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ChatMessage(BaseModel):
+class ToolCall(BaseModel):
+    """The model asks for a tool to be run with these arguments."""
+
     model_config = ConfigDict(frozen=True)
 
-    role: Literal["system", "user", "assistant"]
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ChatMessage(BaseModel):
+    """One turn. An assistant turn may carry tool calls; a ``tool`` turn carries the
+    result of the call named by ``tool_call_id``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+class ToolSpec(BaseModel):
+    """A tool the model may call: its arguments as a JSON schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
 
 
 class StructuredOutput(BaseModel):
@@ -31,6 +56,7 @@ class ChatRequest(BaseModel):
     max_tokens: int = Field(ge=1)
     temperature: float = 0.0
     response_format: StructuredOutput | None = None
+    tools: tuple[ToolSpec, ...] = ()
 
 
 class TokenUsage(BaseModel):
@@ -50,4 +76,5 @@ class ChatResponse(BaseModel):
     model: str
     content: str
     usage: TokenUsage
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()

@@ -21,8 +21,17 @@ def estimate_prompt_tokens(messages: Iterable[ChatMessage]) -> int:
 
 
 def cost_micro_usd(usage: TokenUsage, price: ModelPrice) -> int:
-    """Cost in integer micro-dollars, rounded up so a cost is never under-reported."""
-    numerator = usage.prompt_tokens * price.input + usage.completion_tokens * price.output
+    """Cost in integer micro-dollars, rounded up so a cost is never under-reported.
+
+    Prompt tokens the provider served from its own cache cost ``cached_input`` when the
+    model has that price."""
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    numerator = (
+        (usage.prompt_tokens - cached) * price.input
+        + cached * cached_price
+        + usage.completion_tokens * price.output
+    )
     return -(-numerator // 1_000_000)
 
 

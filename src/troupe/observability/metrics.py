@@ -3,7 +3,7 @@ no task, session or tenant-chosen ids."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -48,6 +48,21 @@ LLM_CACHE_LOOKUPS = Counter(
     "troupe_llm_cache_lookups_total",
     "Prompt cache lookups by result (hit, miss); a hit replaces a provider call.",
     ["result"],
+)
+LLM_PROVIDER_ERRORS = Counter(
+    "troupe_llm_provider_errors_total",
+    "Failed provider call attempts, by provider and error code.",
+    ["provider", "code"],
+)
+LLM_FALLBACKS = Counter(
+    "troupe_llm_fallbacks_total",
+    "Calls that moved on from a candidate to the next, by the provider left and why.",
+    ["provider", "reason"],
+)
+LLM_BREAKER_OPEN = Gauge(
+    "troupe_llm_breaker_open",
+    "1 while a provider's circuit breaker keeps calls away (open or probing), else 0.",
+    ["provider"],
 )
 LLM_CALL_SECONDS = Histogram(
     "troupe_llm_call_duration_seconds",

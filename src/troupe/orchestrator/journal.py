@@ -10,7 +10,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from troupe.agents.metering import CallContext
 from troupe.domain import EventType, Plan, Strategy, Task, TaskError, TaskStatus
+from troupe.llm.router import Fallback
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.repositories import LLMCallRecord, NodeStart, SqlTaskStore
@@ -49,6 +51,17 @@ class TaskJournal:
         if await self._store.record_llm_call(tenant_id, task_id, call):
             _count_call(call)
             await self._fanout.publish(task_id)
+
+    async def llm_fallback(self, ctx: CallContext, fallback: Fallback) -> None:
+        """A call left a provider for the next candidate (the router counts the metric)."""
+        data = {
+            "node_id": ctx.node_id,
+            "provider": fallback.provider,
+            "model": fallback.model,
+            "reason": fallback.reason,
+            "detail": fallback.detail,
+        }
+        await self.event(ctx.tenant_id, ctx.task_id, EventType.LLM_FALLBACK, data)
 
     async def strategy_chosen(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]

@@ -14,8 +14,8 @@ from troupe.agents.metering import MeteredLLM
 from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings
-from troupe.llm.base import LLMProvider
 from troupe.llm.cache import PromptCache
+from troupe.llm.router import LLMRouter
 from troupe.orchestrator.activities.task import TaskActivities
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.judge import StrategyJudge
@@ -28,13 +28,13 @@ def build_worker(
     client: Client,
     settings: Settings,
     *,
-    provider: LLMProvider,
+    router: LLMRouter,
     journal: TaskJournal,
     tools: ToolRegistry,
     cache: PromptCache | None = None,
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
-    llm = MeteredLLM(provider, settings.llm, cache)
+    llm = MeteredLLM(router, settings.llm, cache, on_fallback=journal.llm_fallback)
     activities = TaskActivities(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
         Planner(llm, journal, settings.orchestrator),

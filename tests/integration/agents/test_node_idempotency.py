@@ -16,7 +16,7 @@ from troupe.orchestrator.launcher import new_task_id
 from troupe.storage import database
 from troupe.storage.kv.memory import MemoryEventFanout
 from troupe.storage.repositories import NewTask, SqlTaskStore
-from troupe.testing import FunctionProvider
+from troupe.testing import FunctionProvider, routed
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,10 @@ async def _retried_node_is_not_paid_twice(store: SqlTaskStore, settings: Setting
 
     provider = FunctionProvider(answer)
     runtime = AgentRuntime(
-        MeteredLLM(provider, settings.llm), journal, settings.llm, settings.orchestrator
+        MeteredLLM(routed(provider, settings.llm), settings.llm),
+        journal,
+        settings.llm,
+        settings.orchestrator,
     )
     task_id = new_task_id()
     await store.create_task(

@@ -24,6 +24,7 @@ from troupe.orchestrator.worker import build_worker
 from troupe.storage import database
 from troupe.storage.kv.memory import MemoryEventFanout
 from troupe.storage.repositories import SqlTaskStore
+from troupe.testing import routed
 
 TENANT = "acme"
 
@@ -84,6 +85,9 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             data_dir=str(tmp_path),
             temporal={"task_queue": f"test-{secrets.token_hex(4)}"},
             tasks={"max_attempts": 2, "heartbeat_timeout_s": 1},
+            # A provider error reaches Temporal at once: these tests are about the
+            # orchestrator's retries; the router's own have tests of their own.
+            llm={"retry": {"attempts": 1}},
             **overrides,
         )
         engine = database.create_engine(settings.database_url)
@@ -96,7 +100,11 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
         worker = build_worker(
-            client, settings, provider=provider, journal=journal, tools=build_tools()
+            client,
+            settings,
+            router=routed(provider, settings.llm),
+            journal=journal,
+            tools=build_tools(),
         )
         try:
             async with worker:

@@ -6,7 +6,7 @@ from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings
 from troupe.llm.cache import MemoryPromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, StructuredOutput
-from troupe.testing import FunctionProvider
+from troupe.testing import FunctionProvider, routed
 
 QUESTION = (ChatMessage(role="user", content="what is 2+2?"),)
 
@@ -49,7 +49,7 @@ async def _four(request: ChatRequest) -> str:
 def _metered() -> tuple[MeteredLLM, FunctionProvider]:
     provider = FunctionProvider(_four)
     cache = MemoryPromptCache(ttl_s=60, max_entries=10)
-    return MeteredLLM(provider, LLMSettings(), cache), provider
+    return MeteredLLM(routed(provider), LLMSettings(), cache), provider
 
 
 async def test_a_repeated_call_is_answered_by_the_cache_at_zero_cost() -> None:

@@ -47,9 +47,8 @@ _ARITHMETIC = re.compile(r"[-(]*\d+(?:\.\d+)?(?:\s*[-+*/%]+\s*[(]*\d+(?:\.\d+)?\
 class SimulationProvider:
     """Deterministic stand-in for a real LLM; announced loudly when it is the default."""
 
-    name = "simulation"
-
-    def __init__(self, settings: SimulationSettings) -> None:
+    def __init__(self, settings: SimulationSettings, *, name: str = "simulation") -> None:
+        self.name = name
         self._settings = settings
         self._failures = random.Random(settings.seed)  # noqa: S311 - not security relevant
 

@@ -1,0 +1,105 @@
+"""A fake model provider on loopback that speaks OpenAI's and Anthropic's wire protocols.
+
+It answers from the recorded bodies in ``tests/fixtures/providers/``, scripted per test,
+and records every request it gets, so a test can check what the official SDK sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from troupe.orchestrator.devserver import free_port
+
+FIXTURES = Path(__file__).parent / "fixtures" / "providers"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: a status and a JSON body (a fixture's name or a dict)."""
+
+    body: str | dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeProviderServer:
+    """Serves ``/v1/chat/completions`` (OpenAI) and ``/v1/messages`` (Anthropic).
+
+    Replies are taken from the script in order; the last one repeats.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.seen: list[Seen] = []
+        self._script: deque[Reply] = deque()
+        app = FastAPI()
+        app.add_api_route("/v1/chat/completions", self._answer, methods=["POST"])
+        app.add_api_route("/v1/messages", self._answer, methods=["POST"])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        self._script = deque(replies)
+
+    async def _answer(self, request: Request) -> Response:
+        self.seen.append(
+            Seen(request.url.path, dict(request.headers), json.loads(await request.body()))
+        )
+        reply = self._script.popleft() if len(self._script) > 1 else self._script[0]
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        body = fixture(reply.body) if isinstance(reply.body, str) else reply.body
+        return JSONResponse(body, status_code=reply.status, headers=reply.headers)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake provider server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@contextmanager
+def fake_provider_server() -> Iterator[FakeProviderServer]:
+    server = FakeProviderServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
