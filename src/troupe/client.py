@@ -50,10 +50,13 @@ def _submit_body(
     strategy: str | None,
     token_budget: int | None,
     require_approval: bool,
+    cache: bool,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"query": query}
     if require_approval:
         body["require_approval"] = True
+    if not cache:
+        body["cache"] = False
     if session_id is not None:
         body["session_id"] = session_id
     if strategy is not None:
@@ -128,8 +131,9 @@ class AsyncTroupeClient:
         strategy: str | None = None,
         token_budget: int | None = None,
         require_approval: bool = False,
+        cache: bool = True,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget, require_approval)
+        body = _submit_body(query, session_id, strategy, token_budget, require_approval, cache)
         response = await self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
@@ -262,8 +266,9 @@ class TroupeClient:
         strategy: str | None = None,
         token_budget: int | None = None,
         require_approval: bool = False,
+        cache: bool = True,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget, require_approval)
+        body = _submit_body(query, session_id, strategy, token_budget, require_approval, cache)
         response = self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)

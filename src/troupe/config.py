@@ -90,6 +90,7 @@ class TaskSettings(_Section):
 class SimulationSettings(_Section):
     latency_ms: int = Field(default=0, ge=0)
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    rate_limit_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = 0
     plan_width: int = Field(default=3, ge=1, le=32)
 

@@ -46,6 +46,13 @@ class TaskCreate(BaseModel):
         default=False,
         description="Wait for POST .../approve (after planning, before any agent works).",
     )
+    cache: bool = Field(
+        default=True,
+        description=(
+            "Let the prompt cache answer this task's model calls when an identical call "
+            "of the same tenant was answered before (such calls cost no tokens)."
+        ),
+    )
 
 
 class Decision(BaseModel):

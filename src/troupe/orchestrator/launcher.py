@@ -59,6 +59,7 @@ class TaskLauncher:
         strategy: Strategy | None,
         token_budget: int,
         require_approval: bool = False,
+        use_cache: bool = True,
     ) -> Task:
         """Store the task, then start its workflow; the task is accepted only once both hold.
 
@@ -90,6 +91,7 @@ class TaskLauncher:
                         token_budget=token_budget,
                         strategy=strategy,
                         require_approval=require_approval,
+                        use_cache=use_cache,
                         judge_strategy=judge,
                     ),
                     self._options,

@@ -23,6 +23,7 @@ class TaskInput(_Payload):
     token_budget: int
     strategy: Strategy = Strategy.SIMPLE
     require_approval: bool = False
+    use_cache: bool = True  # the prompt cache may answer this task's calls
     # Auto strategy with the LLM judge on: ``strategy`` is the heuristic's pick, which
     # the judge may change (and which stands if the judge gives no usable answer).
     judge_strategy: bool = False

@@ -67,3 +67,31 @@ def test_cost_is_never_under_reported(
 def test_an_unpriced_model_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match=r"llm\.pricing"):
         price_for("gpt-unknown", {})
+
+
+async def test_rate_limit_rate_one_answers_with_a_rate_limit() -> None:
+    provider = SimulationProvider(SimulationSettings(rate_limit_rate=1.0), name="sim-b")
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete(_request("hello"))
+    assert caught.value.code == "provider_rate_limited"
+    assert caught.value.retryable
+    assert caught.value.retry_after_s == 0.05
+    assert "sim-b" in caught.value.message
+
+
+@given(
+    prompt=st.integers(0, 10**6),
+    cached=st.integers(0, 10**6),
+    completion=st.integers(0, 10**6),
+)
+def test_cached_prompt_tokens_cost_the_cached_price(
+    prompt: int, cached: int, completion: int
+) -> None:
+    cached = min(cached, prompt)
+    price = ModelPrice(input=1_000_000, output=2_000_000, cached_input=100_000)
+    usage = TokenUsage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+    exact = (prompt - cached) * 1.0 + cached * 0.1 + completion * 2.0
+    assert cost_micro_usd(usage, price) == pytest.approx(exact, abs=1)
+    assert cost_micro_usd(usage, price) >= exact
+    no_cached_price = ModelPrice(input=1_000_000, output=2_000_000)
+    assert cost_micro_usd(usage, no_cached_price) == prompt + 2 * completion

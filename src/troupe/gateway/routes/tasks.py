@@ -70,6 +70,7 @@ async def submit_task(
         strategy=None if body.strategy == "auto" else Strategy(body.strategy),
         token_budget=budget,
         require_approval=body.require_approval,
+        use_cache=body.cache,
     )
     view = TaskView.of(task)
     response.headers["Location"] = view.links.self

@@ -56,7 +56,17 @@ class SimulationProvider:
         if self._settings.latency_ms:
             await asyncio.sleep(self._settings.latency_ms / 1000)
         if self._failures.random() < self._settings.failure_rate:
-            raise ProviderError("simulated provider failure", code="provider_unavailable")
+            raise ProviderError(
+                f"{self.name}: simulated provider failure", code="provider_unavailable"
+            )
+        # Drawn only when asked for, so a seed's failures stay where they were.
+        limited = self._settings.rate_limit_rate
+        if limited and self._failures.random() < limited:
+            raise ProviderError(
+                f"{self.name}: simulated rate limit",
+                code="provider_rate_limited",
+                retry_after_s=0.05,
+            )
         digest = hashlib.sha256(request.model_dump_json().encode()).digest()
         question = request.messages[-1].content if request.messages else ""
         if request.response_format is not None and request.response_format.name == "Plan":

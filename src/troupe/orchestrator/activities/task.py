@@ -163,6 +163,7 @@ def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
         tenant_id=task.tenant_id,
         task_id=task.task_id,
         token_budget=task.token_budget,
+        use_cache=task.use_cache,
         attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
         node_id=node_id,
     )
