@@ -14,7 +14,9 @@ calls (this process only). Cases:
 - ``openai-raw``: the official ``openai`` client against a loopback stub server
   (``openai_stub.py``, its own process) answering a recorded chat completion;
 - ``openai-routed``: ``MeteredLLM.call`` through ``OpenAIProvider`` to the same stub,
-  every prompt new.
+  every prompt new, streaming off (like the raw case);
+- ``openai-stream-raw`` / ``openai-stream-routed``: the same pair with streaming (the
+  SDK's ``chat.completions.stream`` helper; the routed call also times the first token).
 
 The openai cases alternate in blocks of 100 so that drift hits both alike. Overheads
 are differences of percentiles (routed minus raw), and of CPU per call. Targets
@@ -169,40 +171,67 @@ async def openai_cases(calls: int, base_url: str) -> list[dict[str, Any]]:
         max_retries=0,
         http_client=openai.DefaultAsyncHttpxClient(trust_env=False),
     )
-    settings = _settings(
-        providers={"openai": {"kind": "openai", "base_url": base_url}},
-        tiers={
-            t: [{"provider": "openai", "model": "gpt-4.1-mini"}]
-            for t in ("small", "medium", "large")
-        },
-    )
     provider = OpenAIProvider(
         "openai", api_key=SecretStr("sk-bench"), base_url=base_url, timeout_s=10
     )
-    routed = MeteredLLM(
-        LLMRouter({"openai": provider}, settings),
-        settings,
-        MemoryPromptCache(ttl_s=3600, max_entries=100_000),
-    )
+
+    def metered(stream: bool) -> MeteredLLM:
+        settings = _settings(
+            providers={"openai": {"kind": "openai", "base_url": base_url, "stream": stream}},
+            tiers={
+                t: [{"provider": "openai", "model": "gpt-4.1-mini"}]
+                for t in ("small", "medium", "large")
+            },
+        )
+        return MeteredLLM(
+            LLMRouter({"openai": provider}, settings),
+            settings,
+            MemoryPromptCache(ttl_s=3600, max_entries=100_000),
+        )
+
+    plain, streaming = metered(stream=False), metered(stream=True)
     ctx = _ctx()
 
+    def wire(i: int) -> list[Any]:
+        return [{"role": m.role, "content": m.content} for m in _messages(i)]
+
     async def raw(i: int) -> Any:
-        messages: list[Any] = [{"role": m.role, "content": m.content} for m in _messages(i)]
         completion = await raw_client.chat.completions.create(
-            model="gpt-4.1-mini", messages=messages, max_completion_tokens=512, temperature=0.0
+            model="gpt-4.1-mini", messages=wire(i), max_completion_tokens=512, temperature=0.0
         )
         return completion.choices[0].message.content
 
-    async def through(i: int) -> Any:
-        return await routed.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+    async def raw_stream(i: int) -> Any:
+        async with raw_client.chat.completions.stream(
+            model="gpt-4.1-mini",
+            messages=wire(i),
+            max_completion_tokens=512,
+            temperature=0.0,
+            stream_options={"include_usage": True},
+        ) as stream:
+            async for _ in stream:
+                pass
+            return await stream.get_final_completion()
 
-    for warm in (raw, through):
+    async def through(i: int) -> Any:
+        return await plain.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+
+    async def through_stream(i: int) -> Any:
+        return await streaming.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+
+    pairs: tuple[tuple[str, Call, int], ...] = (
+        ("openai-raw", raw, 0),
+        ("openai-routed", through, 10**6),
+        ("openai-stream-raw", raw_stream, 2 * 10**6),
+        ("openai-stream-routed", through_stream, 3 * 10**6),
+    )
+    for _, warm, _ in pairs:
         await _measure(warm, range(-300, 0))
-    samples: dict[str, list[float]] = {"openai-raw": [], "openai-routed": []}
-    cpu: dict[str, float] = {"openai-raw": 0.0, "openai-routed": 0.0}
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in pairs}
+    cpu: dict[str, float] = dict.fromkeys(samples, 0.0)
     block = 100
     for start in range(0, calls, block):
-        for name, call, offset in (("openai-raw", raw, 0), ("openai-routed", through, 10**6)):
+        for name, call, offset in pairs:
             size = min(block, calls - start)
             times, spent = await _measure(call, range(offset + start, offset + start + size))
             samples[name] += times
@@ -247,6 +276,12 @@ def report(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": _diff(by["openai-routed"], by["openai-raw"], "p99"),
         "cpu_ms": by["openai-routed"]["cpu_ms_per_call"] - by["openai-raw"]["cpu_ms_per_call"],
     }
+    stream_over = {
+        "p50_ms": _diff(by["openai-stream-routed"], by["openai-stream-raw"], "median"),
+        "p99_ms": _diff(by["openai-stream-routed"], by["openai-stream-raw"], "p99"),
+        "cpu_ms": by["openai-stream-routed"]["cpu_ms_per_call"]
+        - by["openai-stream-raw"]["cpu_ms_per_call"],
+    }
     fallback_extra = {
         "p50_ms": _diff(by["sim-fallback"], by["sim-routed"], "median"),
         "p99_ms": _diff(by["sim-fallback"], by["sim-routed"], "p99"),
@@ -258,6 +293,7 @@ def report(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "cases": cases,
         "overhead_simulation": sim_over,
         "overhead_openai_loopback": http_over,
+        "overhead_openai_loopback_streaming": stream_over,
         "fallback_extra_over_routed": fallback_extra,
         "cache_hit_ms": {"p50": hit["median"], "p99": hit["p99"]},
         "targets": {
@@ -276,16 +312,17 @@ def report(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(f"{'case':16} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'CPU ms/call':>12}")
+    print(f"{'case':20} {'calls':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'CPU ms/call':>12}")
     for case in result["cases"]:
         ms = case["ms"]
         print(
-            f"{case['case']:16} {case['calls']:6d} {ms['median']:8.3f} {ms['p90']:8.3f} "
+            f"{case['case']:20} {case['calls']:6d} {ms['median']:8.3f} {ms['p90']:8.3f} "
             f"{ms['p99']:8.3f} {case['cpu_ms_per_call']:12.3f}"
         )
-    sim, http, fb, hit = (
+    sim, http, streamed, fb, hit = (
         result["overhead_simulation"],
         result["overhead_openai_loopback"],
+        result["overhead_openai_loopback_streaming"],
         result["fallback_extra_over_routed"],
         result["cache_hit_ms"],
     )
@@ -298,6 +335,10 @@ def _print(result: dict[str, Any]) -> None:
         f"overhead over the raw openai client: p50 {http['p50_ms']:+.3f} ms, "
         f"p99 {http['p99_ms']:+.3f} ms, CPU {http['cpu_ms']:+.3f} ms/call "
         f"(target p99 < {TARGET_OVERHEAD_P99_MS} ms: {verdict(meets['overhead_openai_p99'])})"
+    )
+    print(
+        f"streaming, over the raw streaming client: p50 {streamed['p50_ms']:+.3f} ms, "
+        f"p99 {streamed['p99_ms']:+.3f} ms, CPU {streamed['cpu_ms']:+.3f} ms/call"
     )
     print(
         f"overhead over the raw simulation:    p50 {sim['p50_ms']:+.3f} ms, "

@@ -26,14 +26,22 @@ from troupe.orchestrator.devserver import free_port
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 
 
-def fixture(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    return data
+def fixture(name: str) -> Any:
+    """A recorded body: an object, or for a stream the list of its chunks / events."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def _sse(path: str, chunks: list[Any]) -> str:
+    """OpenAI streams ``data:`` lines ending with ``[DONE]``; Anthropic names each event."""
+    if path.endswith("/messages"):
+        return "".join(f"event: {c['event']}\ndata: {json.dumps(c['data'])}\n\n" for c in chunks)
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: a status and a JSON body (a fixture's name or a dict)."""
+    """One scripted answer: a status and a JSON body (a fixture's name or a dict); a
+    fixture holding a list is sent as a stream of Server-Sent Events."""
 
     body: str | dict[str, Any]
     status: int = 200
@@ -80,6 +88,8 @@ class FakeProviderServer:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         body = fixture(reply.body) if isinstance(reply.body, str) else reply.body
+        if isinstance(body, list):  # a recorded stream: Server-Sent Events
+            return Response(_sse(request.url.path, body), media_type="text/event-stream")
         return JSONResponse(body, status_code=reply.status, headers=reply.headers)
 
     def start(self) -> None:

@@ -127,6 +127,9 @@ class ProviderSettings(_Section):
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timeout_s: float = Field(default=60, gt=0)
+    # Stream answers (time to first token is measured; a long answer never waits on one
+    # read); off for a compatible server whose streaming is broken. Simulation ignores it.
+    stream: bool = True
     # kind simulation: its own behaviour instead of llm.simulation (to rehearse fallback)
     simulation: SimulationSettings | None = None
 

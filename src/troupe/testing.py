@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from troupe.config import LLMSettings
-from troupe.llm.base import LLMProvider
+from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
 from troupe.llm.pricing import estimate_prompt_tokens
 from troupe.llm.router import LLMRouter
@@ -42,7 +42,9 @@ class ScriptedProvider:
         self.requests: list[ChatRequest] = []
         self.cancelled = 0
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
         self.requests.append(request)
         step = self._script[min(len(self.requests), len(self._script)) - 1]
         if self._gate is not None:
@@ -78,7 +80,9 @@ class FunctionProvider:
         self._respond = respond
         self.requests: list[ChatRequest] = []
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
         self.requests.append(request)
         answer = await self._respond(request)
         if isinstance(answer, ChatResponse):

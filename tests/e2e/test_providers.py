@@ -95,12 +95,13 @@ def test_a_planted_key_reaches_the_provider_and_nothing_else(
     seen_outputs: list[str] = []
     try:
         with TroupeClient(process.url) as client:
-            fake_llm.script(Reply("openai_chat_text"))
+            fake_llm.script(Reply("openai_chat_stream_text"))
             done = client.wait(client.submit_task("What is 2+2?", strategy="simple").id)
             assert done.status is TaskStatus.COMPLETED
             assert done.result == "2 + 2 is 4."
             assert done.usage.prompt_tokens == 19  # the provider's own count
             assert fake_llm.seen[-1].headers["authorization"] == f"Bearer {key}"
+            assert fake_llm.seen[-1].body["stream"] is True  # providers stream by default
 
             # A server that echoes the key in its error: the task fails, the key stays out.
             echo = {"error": {"message": f"Incorrect API key provided: {key}"}}
@@ -115,7 +116,13 @@ def test_a_planted_key_reaches_the_provider_and_nothing_else(
                 seen_outputs += [e.model_dump_json() for e in client.follow(task.id)]
             seen_outputs.append(client.providers().model_dump_json())
         with httpx.Client(base_url=process.url, trust_env=False) as http:
-            seen_outputs.append(http.get("/metrics").text)
+            scraped = http.get("/metrics").text
+            seen_outputs.append(scraped)
+            first_token = (
+                "troupe_llm_first_token_seconds_count"
+                '{model="gpt-4.1-mini-2025-04-14",provider="fake"} 1.0'
+            )
+            assert first_token in scraped
             seen_outputs.append(http.get("/api/v1/tasks").text)
     finally:
         assert process.stop() == 0, process.output()

@@ -104,10 +104,25 @@ class MeteredLLM:
                         cache_hit=True,
                     ),
                 )
+        first_text_at: float | None = None
+
+        async def first_text(_: str) -> None:
+            nonlocal first_text_at
+            if first_text_at is None:
+                first_text_at = time.perf_counter()
+
         routed = await self._router.complete(
-            request, tier=tier, model=model, on_fallback=self._fallback_sink(ctx)
+            request,
+            tier=tier,
+            model=model,
+            on_fallback=self._fallback_sink(ctx),
+            on_text=first_text,
         )
         response = routed.response
+        if first_text_at is not None:
+            metrics.LLM_FIRST_TOKEN_SECONDS.labels(
+                provider=response.provider, model=response.model
+            ).observe(first_text_at - started)
         latency_ms = round((time.perf_counter() - started) * 1000)
         if cache is not None:
             await cache.put(ctx.tenant_id, key, response)

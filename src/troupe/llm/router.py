@@ -27,7 +27,7 @@ from tenacity.wait import wait_exponential_jitter
 from troupe.config import LLMSettings, TierCandidate
 from troupe.domain import ModelTier
 from troupe.errors import ProviderError
-from troupe.llm.base import LLMProvider
+from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.breaker import BreakerState, CircuitBreaker
 from troupe.llm.messages import ChatRequest, ChatResponse
 from troupe.observability import metrics
@@ -143,9 +143,24 @@ class LLMRouter:
         tier: ModelTier,
         model: str | None = None,
         on_fallback: OnFallback | None = None,
+        on_text: TextSink | None = None,
     ) -> Routed:
         """The first answer along ``plan(tier, model)``; ``request.model`` is replaced by
-        each candidate's model."""
+        each candidate's model.
+
+        ``on_text`` receives the answer's text as a streaming provider delivers it. Once
+        some text has gone out, a failure is final: retrying or moving on would hand the
+        consumer a second answer after part of the first.
+        """
+        delivered = False
+
+        async def forward(text: str) -> None:
+            nonlocal delivered
+            delivered = True
+            assert on_text is not None
+            await on_text(text)
+
+        sink = forward if on_text is not None else None
         candidates = self.plan(tier, model)
         last_error: ProviderError | None = None
         for index, candidate in enumerate(candidates):
@@ -156,8 +171,11 @@ class LLMRouter:
                 )
             else:
                 try:
-                    return Routed(await self._call(candidate, request, breaker), candidate)
+                    answer = await self._call(candidate, request, breaker, sink, lambda: delivered)
+                    return Routed(answer, candidate)
                 except ProviderError as exc:
+                    if delivered:
+                        raise
                     last_error = exc
             if index + 1 < len(candidates):
                 await self._fell_back(candidate, last_error, on_fallback)
@@ -165,21 +183,32 @@ class LLMRouter:
         raise last_error
 
     async def _call(
-        self, candidate: TierCandidate, request: ChatRequest, breaker: CircuitBreaker
+        self,
+        candidate: TierCandidate,
+        request: ChatRequest,
+        breaker: CircuitBreaker,
+        on_text: TextSink | None,
+        delivered: Callable[[], bool],
     ) -> ChatResponse:
         provider = self._providers[candidate.provider]
         routed = request.model_copy(update={"model": candidate.model})
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.retry.attempts),
             wait=self._wait,
-            retry=retry_if_exception(_retryable),
+            # No retry once the breaker cut the provider off, or once part of this
+            # answer has gone out to the consumer.
+            retry=retry_if_exception(
+                lambda exc: _retryable(exc) and breaker.state == "closed" and not delivered()
+            ),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     try:
-                        response = await provider.complete(routed)
+                        response = await provider.complete(
+                            routed, on_text=on_text if self._streams(candidate) else None
+                        )
                     except ProviderError as exc:
                         metrics.LLM_PROVIDER_ERRORS.labels(
                             provider=candidate.provider, code=exc.code
@@ -187,10 +216,6 @@ class LLMRouter:
                         if _counts_against_health(exc):
                             breaker.record_failure()
                             self._publish_breaker(candidate.provider)
-                        if breaker.state != "closed":
-                            raise ProviderError(  # stop retrying a provider just cut off
-                                exc.message, code=exc.code, retryable=False
-                            ) from exc
                         raise
         except asyncio.CancelledError:
             breaker.abandon()
@@ -198,6 +223,9 @@ class LLMRouter:
         breaker.record_success()
         self._publish_breaker(candidate.provider)
         return response
+
+    def _streams(self, candidate: TierCandidate) -> bool:
+        return self._settings.providers[candidate.provider].stream
 
     def _wait(self, state: RetryCallState) -> float:
         backoff = self._wait_backoff(state)

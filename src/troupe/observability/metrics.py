@@ -64,6 +64,12 @@ LLM_BREAKER_OPEN = Gauge(
     "1 while a provider's circuit breaker keeps calls away (open or probing), else 0.",
     ["provider"],
 )
+LLM_FIRST_TOKEN_SECONDS = Histogram(
+    "troupe_llm_first_token_seconds",
+    "Time from a streamed provider call's start to its first piece of text.",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
 LLM_CALL_SECONDS = Histogram(
     "troupe_llm_call_duration_seconds",
     "Latency of provider calls.",

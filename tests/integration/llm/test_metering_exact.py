@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings, SimulationSettings
 from troupe.domain import Strategy
-from troupe.llm.base import LLMProvider
+from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.cache import MemoryPromptCache
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse
 from troupe.llm.providers.simulation import SimulationProvider
@@ -34,8 +34,10 @@ class Tally:
         self.completion = 0
         self.answers = 0
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        response = await self._inner.complete(request)
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
+        response = await self._inner.complete(request, on_text=on_text)
         self.prompt += response.usage.prompt_tokens
         self.completion += response.usage.completion_tokens
         self.answers += 1

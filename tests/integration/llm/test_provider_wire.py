@@ -328,3 +328,53 @@ async def test_anthropic_bad_key_is_not_retryable(server: FakeProviderServer) ->
     await provider.aclose()
     assert caught.value.code == "provider_auth_failed"
     assert not caught.value.retryable
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class Pieces:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def __call__(self, text: str) -> None:
+        self.texts.append(text)
+
+
+async def test_openai_streams_text_and_still_reports_usage(server: FakeProviderServer) -> None:
+    server.script(Reply("openai_chat_stream_text"))
+    provider = _openai(server)
+    pieces = Pieces()
+    response = await provider.complete(_request(), on_text=pieces)
+    await provider.aclose()
+    assert pieces.texts == ["2 + 2", " is 4."]
+    assert response.content == "2 + 2 is 4."
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (19, 8)
+    assert response.finish_reason == "stop"
+    sent = server.seen[-1].body
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+async def test_anthropic_streams_text_and_still_reports_usage(server: FakeProviderServer) -> None:
+    server.script(Reply("anthropic_messages_stream_text"))
+    provider = _anthropic(server)
+    pieces = Pieces()
+    response = await provider.complete(_request(), on_text=pieces)
+    await provider.aclose()
+    assert pieces.texts == ["2 + 2", " is 4."]
+    assert response.content == "2 + 2 is 4."
+    assert response.usage.prompt_tokens == 12 + 300 + 1800
+    assert response.usage.cached_tokens == 1800
+    assert response.usage.completion_tokens == 9
+    assert server.seen[-1].body["stream"] is True
+
+
+async def test_a_stream_refused_up_front_maps_like_any_answer(server: FakeProviderServer) -> None:
+    server.script(Reply("openai_error_429", status=429, headers={"retry-after": "1"}))
+    provider = _openai(server)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete(_request(), on_text=Pieces())
+    await provider.aclose()
+    assert caught.value.code == "provider_rate_limited"
+    assert caught.value.retry_after_s == 1.0

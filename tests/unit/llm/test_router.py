@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from troupe.config import LLMSettings, TierCandidate
 from troupe.errors import ProviderError
-from troupe.llm.base import LLMProvider
+from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.messages import ChatMessage, ChatRequest
 from troupe.llm.router import Fallback, LLMRouter, candidate_order
 from troupe.testing import ScriptedProvider, scripted_answer
@@ -174,3 +175,75 @@ async def test_a_429_retry_after_is_honoured() -> None:
     started = time.monotonic()
     await router.complete(REQUEST, tier="small")
     assert time.monotonic() - started >= 0.2
+
+
+class HalfStream:
+    """Streams one piece of text, then fails: an answer cut off midway."""
+
+    name = "half"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ChatRequest, *, on_text: TextSink | None = None) -> Any:
+        self.calls += 1
+        if on_text is not None:
+            await on_text("The answer is")
+        raise _down()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_no_retry_or_fallback_once_text_has_gone_out() -> None:
+    half = HalfStream()
+    c = ScriptedProvider([scripted_answer("from c")])
+    router = _router({"a": half, "b": _idle(), "c": c})
+    pieces: list[str] = []
+
+    async def collect(text: str) -> None:
+        pieces.append(text)
+
+    with pytest.raises(ProviderError):
+        await router.complete(REQUEST, tier="small", on_text=collect)
+    assert half.calls == 1  # not retried although the error is retryable
+    assert c.requests == []  # and no second answer after part of the first
+    assert pieces == ["The answer is"]
+
+
+async def test_without_a_consumer_the_same_failure_falls_back() -> None:
+    half = HalfStream()
+    c = ScriptedProvider([scripted_answer("from c")])
+    router = _router({"a": half, "b": _idle(), "c": c})
+    routed = await router.complete(REQUEST, tier="small")
+    assert routed.response.content == "from c"
+    assert half.calls == 2
+
+
+async def test_a_provider_with_streaming_off_gets_no_consumer() -> None:
+    half = HalfStream()
+    c = ScriptedProvider([scripted_answer("from c")])
+    settings = _settings(
+        providers={
+            "a": {"kind": "simulation"},
+            "b": {"kind": "simulation"},
+            "c": {"kind": "simulation"},
+        }
+    )
+    off = settings.model_copy(
+        update={
+            "providers": {
+                **settings.providers,
+                "a": settings.providers["a"].model_copy(update={"stream": False}),
+            }
+        }
+    )
+    router = _router({"a": half, "b": _idle(), "c": c}, off)
+    pieces: list[str] = []
+
+    async def collect(text: str) -> None:
+        pieces.append(text)
+
+    routed = await router.complete(REQUEST, tier="small", on_text=collect)
+    assert routed.response.content == "from c"
+    assert pieces == []

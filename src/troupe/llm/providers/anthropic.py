@@ -8,8 +8,15 @@ import anthropic
 from anthropic.types import Message
 from pydantic import SecretStr
 
+from troupe.errors import ProviderError
+from troupe.llm.base import TextSink
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, TokenUsage, ToolCall
-from troupe.llm.providers._http import status_error, transport_error, trust_env_proxies
+from troupe.llm.providers._http import (
+    scrub,
+    status_error,
+    transport_error,
+    trust_env_proxies,
+)
 
 _FINISH: dict[str, Literal["stop", "length", "tool_calls", "content_filter"]] = {
     "end_turn": "stop",
@@ -44,9 +51,15 @@ class AnthropicProvider:
             http_client=anthropic.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
         )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
+        arguments = _arguments(request)
         try:
-            message = await self._client.messages.create(**_arguments(request))
+            if on_text is None:
+                message = await self._client.messages.create(**arguments)
+            else:
+                message = await self._streamed(arguments, on_text)
         except anthropic.APIStatusError as exc:
             raise status_error(
                 self.name,
@@ -62,7 +75,19 @@ class AnthropicProvider:
                 detail=str(exc),
                 secret=self._secret,
             ) from None
+        except anthropic.APIError as exc:  # e.g. an error event in the middle of a stream
+            raise ProviderError(
+                scrub(f"{self.name} failed: {exc.message}", self._secret),
+                code="provider_unavailable",
+            ) from None
         return self._response(request, message)
+
+    async def _streamed(self, arguments: dict[str, Any], on_text: TextSink) -> Message:
+        """Stream the answer (the SDK assembles the events into the final message)."""
+        async with self._client.messages.stream(**arguments) as stream:
+            async for text in stream.text_stream:
+                await on_text(text)
+            return await stream.get_final_message()
 
     def _response(self, request: ChatRequest, message: Message) -> ChatResponse:
         text = "".join(block.text for block in message.content if block.type == "text")

@@ -12,9 +12,15 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from troupe.errors import ProviderError
+from troupe.llm.base import TextSink
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, TokenUsage, ToolCall
 from troupe.llm.pricing import estimate_prompt_tokens
-from troupe.llm.providers._http import status_error, transport_error, trust_env_proxies
+from troupe.llm.providers._http import (
+    scrub,
+    status_error,
+    transport_error,
+    trust_env_proxies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +62,15 @@ class OpenAIProvider:
             http_client=openai.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
         )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
+        arguments = self._arguments(request)
         try:
-            completion = await self._client.chat.completions.create(**self._arguments(request))
+            if on_text is None:
+                completion = await self._client.chat.completions.create(**arguments)
+            else:
+                completion = await self._streamed(arguments, on_text)
         except openai.APIStatusError as exc:
             raise status_error(
                 self.name,
@@ -74,7 +86,23 @@ class OpenAIProvider:
                 detail=str(exc),
                 secret=self._secret,
             ) from None
+        except openai.APIError as exc:  # e.g. an error event in the middle of a stream
+            raise ProviderError(
+                scrub(f"{self.name} failed: {exc.message}", self._secret),
+                code="provider_unavailable",
+            ) from None
         return self._response(request, completion)
+
+    async def _streamed(self, arguments: dict[str, Any], on_text: TextSink) -> ChatCompletion:
+        """Stream the answer (the SDK assembles the chunks, usage comes last)."""
+        stream_manager = self._client.chat.completions.stream(
+            **arguments, stream_options={"include_usage": True}
+        )
+        async with stream_manager as stream:
+            async for event in stream:
+                if event.type == "content.delta" and event.delta:
+                    await on_text(event.delta)
+            return await stream.get_final_completion()
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {

@@ -15,6 +15,7 @@ import re
 
 from troupe.config import SimulationSettings
 from troupe.errors import ProviderError
+from troupe.llm.base import TextSink
 from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
 from troupe.llm.pricing import estimate_prompt_tokens
 
@@ -52,7 +53,10 @@ class SimulationProvider:
         self._settings = settings
         self._failures = random.Random(settings.seed)  # noqa: S311 - not security relevant
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, on_text: TextSink | None = None
+    ) -> ChatResponse:
+        """The answer at once (the simulation does not stream: ``on_text`` is unused)."""
         if self._settings.latency_ms:
             await asyncio.sleep(self._settings.latency_ms / 1000)
         if self._failures.random() < self._settings.failure_rate:
