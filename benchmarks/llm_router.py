@@ -5,9 +5,9 @@ In one process, on uvloop, calls are made one at a time and each is timed with
 calls (this process only). Cases:
 
 - ``sim-raw``: ``SimulationProvider.complete`` at zero latency, nothing around it;
-- ``sim-routed``: ``MeteredLLM.call`` (budget check, request, cache lookup and store,
-  router with breaker and retry wrapper, cost, call record) over the same provider,
-  every prompt new (cache misses);
+- ``sim-routed``: ``MeteredLLM.call`` (token reservation in the embedded SQLite ledger,
+  request, cache lookup and store, router with breaker and retry wrapper, cost, call
+  record) over the same provider, every prompt new (cache misses);
 - ``sim-cache-hit``: ``MeteredLLM.call`` with a prompt the cache holds;
 - ``sim-fallback``: ``MeteredLLM.call`` whose first candidate fails at once (a
   simulation provider with ``failure_rate`` 1, one try) and whose second answers;
@@ -34,6 +34,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,12 +48,15 @@ from stats import PERCENTILE_METHOD, summarize
 
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings, SimulationSettings
+from troupe.domain import Strategy
 from troupe.llm.cache import MemoryPromptCache
 from troupe.llm.messages import ChatMessage, ChatRequest
 from troupe.llm.providers.openai import OpenAIProvider
 from troupe.llm.providers.simulation import SimulationProvider
 from troupe.llm.router import LLMRouter
 from troupe.orchestrator.devserver import free_port
+from troupe.storage import database
+from troupe.storage.repositories import NewTask, SqlTaskStore
 
 TARGET_OVERHEAD_P99_MS = 1.0
 TARGET_FALLBACK_MS = 2.0
@@ -85,10 +89,33 @@ def _settings(**changes: Any) -> LLMSettings:
     return LLMSettings.model_validate({**base, **changes})
 
 
+TASK_ID = "tsk_000000000000000000bench00"
+
+
 def _ctx() -> CallContext:
     return CallContext(
-        tenant_id="bench", task_id="tsk_bench", token_budget=10**9, attempt_key="run:1:1"
+        tenant_id="bench", task_id=TASK_ID, token_budget=10**9, attempt_key="run:1:1"
     )
+
+
+async def _ledger(directory: Path) -> SqlTaskStore:
+    """The embedded default ledger (SQLite) with one task whose budget never runs out:
+    every routed call reserves its tokens there first, as in production."""
+    engine = database.create_engine(f"sqlite+aiosqlite:///{directory / 'bench.db'}")
+    await database.upgrade(engine)
+    store = SqlTaskStore(engine)
+    await store.create_task(
+        NewTask(
+            id=TASK_ID,
+            tenant_id="bench",
+            session_id=None,
+            query="benchmark",
+            strategy=Strategy.SIMPLE,
+            token_budget=2_000_000_000,
+            workflow_id="bench",
+        )
+    )
+    return store
 
 
 async def _measure(call: Call, indices: range) -> tuple[list[float], float]:
@@ -111,12 +138,13 @@ def _case(name: str, times: list[float], cpu_s: float) -> dict[str, Any]:
     }
 
 
-async def simulation_cases(calls: int) -> list[dict[str, Any]]:
+async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, Any]]:
     sim = SimulationProvider(SimulationSettings())
     ctx = _ctx()
     routed = MeteredLLM(
         LLMRouter({"simulation": sim}, _settings()),
         _settings(),
+        ledger,
         MemoryPromptCache(ttl_s=3600, max_entries=100_000),
     )
     fallback_settings = _settings(
@@ -133,6 +161,7 @@ async def simulation_cases(calls: int) -> list[dict[str, Any]]:
     fallback = MeteredLLM(
         LLMRouter({"broken": broken, "simulation": sim}, fallback_settings),
         fallback_settings,
+        ledger,
         None,
     )
 
@@ -141,13 +170,13 @@ async def simulation_cases(calls: int) -> list[dict[str, Any]]:
         return await sim.complete(request)
 
     async def through(i: int) -> Any:
-        return await routed.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+        return await routed.call(ctx, _messages(i), tier="medium", index=i)
 
     async def hit(i: int) -> Any:
-        return await routed.call(ctx, _messages(-1), tier="medium", spent=0, index=i)
+        return await routed.call(ctx, _messages(-1), tier="medium", index=i)
 
     async def fell_back(i: int) -> Any:
-        return await fallback.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+        return await fallback.call(ctx, _messages(i), tier="medium", index=i)
 
     await hit(0)  # the cache now holds prompt -1
     for warm in (raw, through, fell_back):
@@ -164,7 +193,7 @@ async def simulation_cases(calls: int) -> list[dict[str, Any]]:
     return results
 
 
-async def openai_cases(calls: int, base_url: str) -> list[dict[str, Any]]:
+async def openai_cases(calls: int, base_url: str, ledger: SqlTaskStore) -> list[dict[str, Any]]:
     raw_client = openai.AsyncOpenAI(
         api_key="sk-bench",
         base_url=base_url,
@@ -186,6 +215,7 @@ async def openai_cases(calls: int, base_url: str) -> list[dict[str, Any]]:
         return MeteredLLM(
             LLMRouter({"openai": provider}, settings),
             settings,
+            ledger,
             MemoryPromptCache(ttl_s=3600, max_entries=100_000),
         )
 
@@ -214,10 +244,10 @@ async def openai_cases(calls: int, base_url: str) -> list[dict[str, Any]]:
             return await stream.get_final_completion()
 
     async def through(i: int) -> Any:
-        return await plain.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+        return await plain.call(ctx, _messages(i), tier="medium", index=i)
 
     async def through_stream(i: int) -> Any:
-        return await streaming.call(ctx, _messages(i), tier="medium", spent=0, index=i)
+        return await streaming.call(ctx, _messages(i), tier="medium", index=i)
 
     pairs: tuple[tuple[str, Call, int], ...] = (
         ("openai-raw", raw, 0),
@@ -360,12 +390,15 @@ def _print(result: dict[str, Any]) -> None:
 async def main(calls: int) -> dict[str, Any]:
     port = free_port()
     stub = _stub(port)
-    try:
-        cases = await simulation_cases(calls)
-        cases += await openai_cases(calls, f"http://127.0.0.1:{port}/v1")
-    finally:
-        stub.terminate()
-        stub.wait(10)
+    with tempfile.TemporaryDirectory() as scratch:
+        ledger = await _ledger(Path(scratch))
+        try:
+            cases = await simulation_cases(calls, ledger)
+            cases += await openai_cases(calls, f"http://127.0.0.1:{port}/v1", ledger)
+        finally:
+            stub.terminate()
+            stub.wait(10)
+            await ledger.aclose()
     return report(cases)
 
 

@@ -37,6 +37,7 @@ from troupe.llm.messages import ChatMessage
 from troupe.llm.pricing import cost_micro_usd, price_for
 from troupe.llm.providers.simulation import SimulationProvider
 from troupe.llm.router import LLMRouter
+from troupe.testing import UnlimitedLedger
 
 TENANTS = ("acme", "globex", "initech")
 ZIPF_S = 1.1
@@ -58,6 +59,7 @@ async def run(cache: PromptCache, calls: list[tuple[str, int]]) -> dict[str, Any
     llm = MeteredLLM(
         LLMRouter({"simulation": SimulationProvider(SimulationSettings())}, settings),
         settings,
+        UnlimitedLedger(),  # budgets are not what this measures
         cache,
     )
     hits = saved_tokens = saved_cost = spent_tokens = 0
@@ -70,9 +72,7 @@ async def run(cache: PromptCache, calls: list[tuple[str, int]]) -> dict[str, Any
         # The same text for every tenant: a cache that leaked across tenants would hit
         # on another tenant's answer, above the ceiling and before this tenant asked.
         question = f"question #{prompt}: how do I reset my workspace?"
-        metered = await llm.call(
-            ctx, (ChatMessage(role="user", content=question),), tier="small", spent=0
-        )
+        metered = await llm.call(ctx, (ChatMessage(role="user", content=question),), tier="small")
         if metered.record.cache_hit:
             hits += 1
             usage = metered.response.usage

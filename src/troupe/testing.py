@@ -105,3 +105,27 @@ def routed(provider: LLMProvider, settings: LLMSettings | None = None) -> LLMRou
     """A router that sends every candidate of every tier to ``provider``."""
     llm = settings or LLMSettings()
     return LLMRouter(dict.fromkeys(llm.providers, provider), llm)
+
+
+class UnlimitedLedger:
+    """A token ledger that grants every call all it asks for, for tests of other
+    concerns (a budget is enforced by ``SqlTaskStore``; its tests use the real one)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, int] = {}
+
+    async def reserve_tokens(
+        self,
+        tenant_id: str,
+        task_id: str,
+        call_key: str,
+        *,
+        want: int,
+        minimum: int,
+        stale_prefix: str | None = None,
+    ) -> int:
+        self.held[call_key] = want
+        return want
+
+    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
+        self.held.pop(call_key, None)

@@ -13,7 +13,7 @@ from troupe.agents.react import ReactAgent
 from troupe.config import LLMSettings, OrchestratorSettings, SimulationSettings
 from troupe.errors import ConfigError
 from troupe.llm.providers.simulation import SimulationProvider
-from troupe.testing import routed
+from troupe.testing import UnlimitedLedger, routed
 from troupe.tools.base import ToolError, ToolRegistry
 from troupe.tools.calculator import Calculator, evaluate
 
@@ -82,7 +82,9 @@ async def test_the_registry_validates_arguments_and_bounds_results() -> None:
 
 def test_react_tools_must_exist_in_the_registry() -> None:
 
-    llm = MeteredLLM(routed(SimulationProvider(SimulationSettings())), LLMSettings())
+    llm = MeteredLLM(
+        routed(SimulationProvider(SimulationSettings())), LLMSettings(), UnlimitedLedger()
+    )
     with pytest.raises(ConfigError, match="unknown tools \\['web'\\]"):
         ReactAgent(
             llm,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from troupe.config import LLMSettings, ModelPrice
 from troupe.domain import ModelTier, Usage
-from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
@@ -28,6 +28,8 @@ class CallContext:
     # Unique per activity attempt; a call's key is this plus the call's index.
     attempt_key: str
     node_id: str | None = None
+    # Unique per activity (all its attempts); the attempt key starts with it.
+    activity_key: str = ""
     use_cache: bool = True  # the task may opt out of the prompt cache
 
 
@@ -35,6 +37,23 @@ class CallContext:
 class MeteredResponse:
     response: ChatResponse
     record: LLMCallRecord
+
+
+class TokenLedger(Protocol):
+    """Where a call reserves its tokens before it is made (``SqlTaskStore``)."""
+
+    async def reserve_tokens(
+        self,
+        tenant_id: str,
+        task_id: str,
+        call_key: str,
+        *,
+        want: int,
+        minimum: int,
+        stale_prefix: str | None = None,
+    ) -> int: ...
+
+    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None: ...
 
 
 # Where a call's fallbacks go: (the call's context, what happened).
@@ -49,11 +68,13 @@ class MeteredLLM:
         self,
         router: LLMRouter,
         settings: LLMSettings,
+        ledger: TokenLedger,
         cache: PromptCache | None = None,
         *,
         on_fallback: FallbackSink | None = None,
     ) -> None:
         self._router = router
+        self._ledger = ledger
         self._settings = settings
         self._cache = cache
         self._on_fallback = on_fallback
@@ -64,46 +85,84 @@ class MeteredLLM:
         messages: tuple[ChatMessage, ...],
         *,
         tier: ModelTier,
-        spent: int,
         index: int = 0,
         response_format: StructuredOutput | None = None,
         model: str | None = None,
     ) -> MeteredResponse:
-        """One call; ``spent`` is what the task used so far (earlier calls and attempts).
-        ``model`` names a model to try before the tier's own candidates."""
-        committed = spent + estimate_prompt_tokens(messages)
-        room = ctx.token_budget - committed
-        if room < 1:
-            raise BudgetExceeded(
-                f"this call needs ~{committed} tokens before any answer; "
-                f"the task's budget is {ctx.token_budget}"
-            )
+        """One call, index ``index`` of this activity attempt; ``model`` names a model to
+        try before the tier's own candidates.
+
+        The prompt cache is asked first: a hit costs nothing and reserves nothing.
+        Otherwise the call's tokens are reserved: the prompt estimate plus up to
+        ``llm.max_tokens`` of answer, fewer when the task's budget is short
+        (``max_tokens`` shrinks to fit), BudgetExceeded when not even one token of answer
+        fits. The reservation is settled when the call's record is stored, or released
+        here when the call fails.
+        """
+        started = time.perf_counter()
+        call_key = f"{ctx.attempt_key}:{index}"
         request = ChatRequest(
             model=model or self._settings.model_for(tier),
             messages=messages,
-            max_tokens=min(self._settings.max_tokens, room),
+            max_tokens=self._settings.max_tokens,
             response_format=response_format,
         )
-        started = time.perf_counter()
         cache = self._cache if ctx.use_cache else None
         key = cache_key(request) if cache is not None else ""
         if cache is not None:
             cached = await cache.get(ctx.tenant_id, key)
             metrics.LLM_CACHE_LOOKUPS.labels(result="miss" if cached is None else "hit").inc()
             if cached is not None:
-                return MeteredResponse(
-                    response=cached,
-                    record=LLMCallRecord(
-                        call_key=f"{ctx.attempt_key}:{index}",
-                        provider=cached.provider,
-                        model=cached.model,
-                        usage=Usage(prompt_tokens=0, completion_tokens=0, cost_micro_usd=0),
-                        cached_tokens=0,
-                        latency_ms=round((time.perf_counter() - started) * 1000),
-                        node_id=ctx.node_id,
-                        cache_hit=True,
-                    ),
-                )
+                return self._hit(ctx, call_key, cached, started)
+        prompt = estimate_prompt_tokens(messages)
+        granted = await self._ledger.reserve_tokens(
+            ctx.tenant_id,
+            ctx.task_id,
+            call_key,
+            want=prompt + self._settings.max_tokens,
+            minimum=prompt + 1,
+            # An attempt's first call gives back what earlier, dead attempts still hold.
+            stale_prefix=f"{ctx.activity_key}:" if ctx.activity_key and index == 0 else None,
+        )
+        if granted - prompt < request.max_tokens:
+            # A shorter answer is another request: another cache entry.
+            request = request.model_copy(update={"max_tokens": granted - prompt})
+            key = cache_key(request) if cache is not None else ""
+        try:
+            return await self._answer(ctx, request, tier, model, call_key, cache, key, started)
+        except Exception:
+            await self._ledger.release_tokens(ctx.tenant_id, ctx.task_id, call_key)
+            raise
+
+    @staticmethod
+    def _hit(
+        ctx: CallContext, call_key: str, cached: ChatResponse, started: float
+    ) -> MeteredResponse:
+        return MeteredResponse(
+            response=cached,
+            record=LLMCallRecord(
+                call_key=call_key,
+                provider=cached.provider,
+                model=cached.model,
+                usage=Usage(prompt_tokens=0, completion_tokens=0, cost_micro_usd=0),
+                cached_tokens=0,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                node_id=ctx.node_id,
+                cache_hit=True,
+            ),
+        )
+
+    async def _answer(
+        self,
+        ctx: CallContext,
+        request: ChatRequest,
+        tier: ModelTier,
+        model: str | None,
+        call_key: str,
+        cache: PromptCache | None,
+        key: str,
+        started: float,
+    ) -> MeteredResponse:
         first_text_at: float | None = None
 
         async def first_text(_: str) -> None:
@@ -132,7 +191,7 @@ class MeteredLLM:
             cost_micro_usd=cost_micro_usd(response.usage, self._price(routed)),
         )
         record = LLMCallRecord(
-            call_key=f"{ctx.attempt_key}:{index}",
+            call_key=call_key,
             provider=response.provider,
             model=response.model,
             usage=usage,

@@ -93,7 +93,6 @@ class ReactAgent:
             ctx,
             messages,
             tier=self._llm_settings.default_tier,
-            spent=task.usage.total_tokens,
             response_format=STEP_FORMAT,
         )
         step = _parse(metered.response.content)

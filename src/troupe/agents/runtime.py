@@ -44,9 +44,7 @@ class AgentRuntime:
             ChatMessage(role="system", content=SIMPLE_PROMPT),
             ChatMessage(role="user", content=query),
         )
-        metered = await self._llm.call(
-            ctx, messages, tier=self._llm_settings.default_tier, spent=task.usage.total_tokens
-        )
+        metered = await self._llm.call(ctx, messages, tier=self._llm_settings.default_tier)
         content = metered.response.content
         await self._journal.finished(
             ctx.tenant_id, ctx.task_id, TaskStatus.COMPLETED, result=content, call=metered.record
@@ -79,7 +77,7 @@ class AgentRuntime:
             ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=user),
         )
-        metered = await self._llm.call(ctx, messages, tier=node.tier, spent=start.spent)
+        metered = await self._llm.call(ctx, messages, tier=node.tier)
         output = metered.response.content[: self._orchestrator.node_output_chars]
         await self._journal.node_completed(
             ctx.tenant_id, ctx.task_id, node.id, output, metered.record
@@ -114,7 +112,6 @@ class AgentRuntime:
             ctx,
             messages,
             tier=self._orchestrator.synthesis_tier,
-            spent=task.usage.total_tokens,
         )
         content = metered.response.content
         await self._journal.finished(

@@ -44,6 +44,11 @@ class TaskJournal:
         await self._fanout.publish(task_id)
         return task
 
+    @property
+    def ledger(self) -> SqlTaskStore:
+        """Token reservations live with the task they count against."""
+        return self._store
+
     async def task(self, tenant_id: str, task_id: str) -> Task:
         return await self._store.get_task(tenant_id, task_id)
 

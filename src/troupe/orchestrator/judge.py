@@ -47,7 +47,7 @@ class StrategyJudge:
     async def choose(
         self, ctx: CallContext, query: str, *, hint: Strategy, attempt: int
     ) -> Strategy:
-        task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
+        await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
         messages = (
             ChatMessage(role="system", content=JUDGE_PROMPT),
             ChatMessage(role="user", content=query),
@@ -56,7 +56,6 @@ class StrategyJudge:
             ctx,
             messages,
             tier=self._settings.planner_tier,
-            spent=task.usage.total_tokens,
             response_format=CHOICE_FORMAT,
         )
         await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)

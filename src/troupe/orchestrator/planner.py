@@ -49,8 +49,7 @@ class Planner:
         self._settings = settings
 
     async def plan(self, ctx: CallContext, query: str, *, attempt: int) -> PlanResult:
-        task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
-        spent = task.usage.total_tokens
+        await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
         messages: tuple[ChatMessage, ...] = (
             ChatMessage(role="system", content=planner_prompt(self._settings.max_nodes)),
             ChatMessage(role="user", content=query),
@@ -61,12 +60,10 @@ class Planner:
                 ctx,
                 messages,
                 tier=self._settings.planner_tier,
-                spent=spent,
                 index=index,
                 response_format=PLAN_FORMAT,
             )
             await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
-            spent += metered.record.usage.total_tokens
             content = metered.response.content
             try:
                 plan = Plan.model_validate_json(content)

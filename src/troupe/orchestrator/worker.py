@@ -34,7 +34,7 @@ def build_worker(
     cache: PromptCache | None = None,
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
-    llm = MeteredLLM(router, settings.llm, cache, on_fallback=journal.llm_fallback)
+    llm = MeteredLLM(router, settings.llm, journal.ledger, cache, on_fallback=journal.llm_fallback)
     activities = TaskActivities(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
         Planner(llm, journal, settings.orchestrator),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,9 +33,17 @@ from troupe.domain import (
     TaskStatus,
     Usage,
 )
-from troupe.errors import NotFound
+from troupe.errors import BudgetExceeded, NotFound
 from troupe.storage.database import Transactions
-from troupe.storage.tables import UtcDateTime, events, sessions, task_nodes, tasks, token_usage
+from troupe.storage.tables import (
+    UtcDateTime,
+    budget_reservations,
+    events,
+    sessions,
+    task_nodes,
+    tasks,
+    token_usage,
+)
 
 _OPEN_NODE = [NodeStatus.PENDING.value, NodeStatus.RUNNING.value]
 
@@ -79,10 +87,8 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class NodeStart:
-    """Tokens the task has spent when a node starts, and the node's output if an
-    earlier attempt had finished it."""
+    """How a node starts: its output if an earlier attempt had finished it."""
 
-    spent: int
     output: str | None
 
 
@@ -183,6 +189,33 @@ class SqlTaskStore:
             ended = await self._tx.write(_finish, tenant_id, task_id, status, result, error, None)
             return Finish(task=ended.task, call_stored=False)
 
+    async def reserve_tokens(
+        self,
+        tenant_id: str,
+        task_id: str,
+        call_key: str,
+        *,
+        want: int,
+        minimum: int,
+        stale_prefix: str | None = None,
+    ) -> int:
+        """Reserve up to ``want`` tokens of the task's budget for one call, at least
+        ``minimum``, atomically against every other reservation; the grant is returned.
+
+        BudgetExceeded when fewer than ``minimum`` are left. Asking again with the same
+        key returns the first grant. Reservations held under ``stale_prefix`` (earlier
+        attempts of the same activity, which died before recording their call) are
+        released first. The grant is settled when the call's usage is recorded, or
+        given back by ``release_tokens``.
+        """
+        return await self._tx.write(
+            _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix
+        )
+
+    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
+        """Give back a reservation whose call was not made or failed (once; no-op after)."""
+        await self._tx.write(_drop_reservation, tenant_id, task_id, call_key)
+
     async def set_strategy(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
     ) -> None:
@@ -197,7 +230,7 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
     ) -> NodeStart:
         """Mark the node running, unless an earlier attempt already finished it (then its
-        output is returned and nothing changes); also says what the task has spent."""
+        output is returned and nothing changes)."""
         return await self._tx.write(_node_started, tenant_id, task_id, node_id, attempt)
 
     async def node_completed(
@@ -263,7 +296,6 @@ _NOW = bindparam("p_now", type_=UtcDateTime())
 
 _SELECT_TASK = select(tasks).where(*_TASK)
 _SELECT_TASK_LOCKED = _SELECT_TASK.with_for_update()
-_TASK_SPENT = select(tasks.c.prompt_tokens + tasks.c.completion_tokens).where(*_TASK)
 _START_TASK = (
     update(tasks)
     .where(*_TASK)
@@ -307,6 +339,40 @@ _EVENTS_AFTER = (
     )
     .order_by(events.c.seq)
     .limit(bindparam("p_limit"))
+)
+# What the task may still reserve: its budget less what is spent and what is reserved.
+_TASK_ROOM = (
+    select(
+        tasks.c.token_budget
+        - tasks.c.prompt_tokens
+        - tasks.c.completion_tokens
+        - tasks.c.reserved_tokens
+    )
+    .where(*_TASK)
+    .with_for_update()
+)
+_ADD_RESERVED = (
+    update(tasks)
+    .where(*_TASK)
+    .values(reserved_tokens=tasks.c.reserved_tokens + bindparam("p_tokens"))
+)
+_RESERVATION = select(budget_reservations.c.tokens).where(
+    budget_reservations.c.call_key == bindparam("p_key")
+)
+_INSERT_RESERVATION = insert(budget_reservations)
+# Deleting the row is what makes a settle or a release happen once: only one DELETE
+# gets the row back.
+_DROP_RESERVATION = (
+    delete(budget_reservations)
+    .where(
+        budget_reservations.c.call_key == bindparam("p_key"),
+        budget_reservations.c.task_id == bindparam("p_task"),
+    )
+    .returning(budget_reservations.c.tokens)
+)
+_HELD_KEYS = select(budget_reservations.c.call_key).where(
+    budget_reservations.c.task_id == bindparam("p_task"),
+    budget_reservations.c.tenant_id == bindparam("p_tenant"),
 )
 _CALL_KNOWN = select(token_usage.c.id).where(token_usage.c.call_key == bindparam("p_key"))
 _INSERT_CALL = insert(token_usage)
@@ -454,8 +520,57 @@ def _usage_params(usage: Usage) -> dict[str, Any]:
     }
 
 
+def _reserve(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    call_key: str,
+    want: int,
+    minimum: int,
+    stale_prefix: str | None,
+) -> int:
+    key = _task_key(tenant_id, task_id)
+    if stale_prefix:
+        for stale in conn.execute(_HELD_KEYS, key).scalars().all():
+            if stale.startswith(stale_prefix):
+                _drop_reservation(conn, tenant_id, task_id, stale)
+    granted = conn.execute(_RESERVATION, {"p_key": call_key}).scalar_one_or_none()
+    if granted is not None:
+        return int(granted)  # asked again: the same grant
+    room = conn.execute(_TASK_ROOM, key).scalar_one_or_none()
+    if room is None:
+        raise NotFound(f"task {task_id} not found", code="task_not_found")
+    grant = min(want, int(room))
+    if grant < minimum:
+        raise BudgetExceeded(
+            f"this call needs at least {minimum} tokens (its prompt and one token of "
+            f"answer); {max(int(room), 0)} of the task's budget are left"
+        )
+    reservation = {
+        "call_key": call_key,
+        "task_id": task_id,
+        "tenant_id": tenant_id,
+        "tokens": grant,
+        "created_at": _now(),
+    }
+    conn.execute(_INSERT_RESERVATION, reservation)
+    conn.execute(_ADD_RESERVED, {**key, "p_tokens": grant})
+    return grant
+
+
+def _drop_reservation(conn: Connection, tenant_id: str, task_id: str, call_key: str) -> None:
+    """Settle or release a reservation: its tokens stop counting as reserved."""
+    tokens = conn.execute(
+        _DROP_RESERVATION, {"p_key": call_key, "p_task": task_id}
+    ).scalar_one_or_none()
+    if tokens:
+        conn.execute(_ADD_RESERVED, {**_task_key(tenant_id, task_id), "p_tokens": -tokens})
+
+
 def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
-    """The call's usage row and the task's totals; its event is the caller's to append."""
+    """The call's usage row and the task's totals, settling the call's reservation in the
+    same transaction; its event is the caller's to append."""
+    _drop_reservation(conn, tenant_id, task_id, call.call_key)
     conn.execute(
         _INSERT_CALL,
         {
@@ -508,6 +623,9 @@ def _finish(
     if TaskStatus(row.status).terminal:
         _append(conn, tenant_id, task_id, pending)
         return Finish(task=None, call_stored=call_stored)
+    # Calls that never recorded (cancelled, crashed) reserve nothing any more.
+    for held in conn.execute(_HELD_KEYS, _task_key(tenant_id, task_id)).scalars().all():
+        _drop_reservation(conn, tenant_id, task_id, held)
     key = _task_key(tenant_id, task_id)
     now = _now()
     conn.execute(
@@ -602,8 +720,7 @@ def _node_started(
     else:
         event = (EventType.NODE_STARTED, {"node_id": node_id, "attempt": attempt})
         _append(conn, tenant_id, task_id, [event])
-    spent = conn.execute(_TASK_SPENT, key).scalar_one_or_none()
-    return NodeStart(spent=int(spent or 0), output=output)
+    return NodeStart(output=output)
 
 
 def _node_completed(

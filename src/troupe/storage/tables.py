@@ -92,6 +92,8 @@ class TaskRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     workflow_id: Mapped[str] = mapped_column(String(80))
+    # Tokens reserved by calls in flight (budget_reservations), not yet settled.
+    reserved_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     # Last event sequence number handed out; bumping it row-locks the task, so a
     # task's events are numbered gap-free and committed in order.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -141,6 +143,21 @@ class EventRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class BudgetReservationRow(Base):
+    """Tokens one call may still spend: held from before the call until its usage is
+    recorded (settled) or it is given up (released), each exactly once."""
+
+    __tablename__ = "budget_reservations"
+
+    call_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class TokenUsageRow(Base):
     __tablename__ = "token_usage"
 
@@ -171,3 +188,4 @@ tasks = cast(Table, TaskRow.__table__)
 task_nodes = cast(Table, TaskNodeRow.__table__)
 events = cast(Table, EventRow.__table__)
 token_usage = cast(Table, TokenUsageRow.__table__)
+budget_reservations = cast(Table, BudgetReservationRow.__table__)

@@ -42,7 +42,7 @@ async def _retried_node_is_not_paid_twice(store: SqlTaskStore, settings: Setting
 
     provider = FunctionProvider(answer)
     runtime = AgentRuntime(
-        MeteredLLM(routed(provider, settings.llm), settings.llm),
+        MeteredLLM(routed(provider, settings.llm), settings.llm, store),
         journal,
         settings.llm,
         settings.orchestrator,

@@ -65,8 +65,8 @@ async def test_stored_usage_equals_provider_reported_usage(migrated_engine: Asyn
     flaky = Tally(SimulationProvider(SimulationSettings(rate_limit_rate=0.3, seed=3), name="flaky"))
     steady = Tally(SimulationProvider(SimulationSettings(), name="steady"))
     router = LLMRouter({"flaky": flaky, "steady": steady}, settings, rng=random.Random(5))
-    llm = MeteredLLM(router, settings, MemoryPromptCache(ttl_s=600, max_entries=100))
     store = SqlTaskStore(migrated_engine)
+    llm = MeteredLLM(router, settings, store, MemoryPromptCache(ttl_s=600, max_entries=100))
     task_id = new_task_id()
     await store.create_task(
         NewTask(
@@ -89,7 +89,6 @@ async def test_stored_usage_equals_provider_reported_usage(migrated_engine: Asyn
             ctx,
             (ChatMessage(role="user", content=question),),
             tier="medium",
-            spent=0,
             index=index,
         )
         hits += metered.record.cache_hit

@@ -6,7 +6,7 @@ from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings
 from troupe.llm.cache import MemoryPromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, StructuredOutput
-from troupe.testing import FunctionProvider, routed
+from troupe.testing import FunctionProvider, UnlimitedLedger, routed
 
 QUESTION = (ChatMessage(role="user", content="what is 2+2?"),)
 
@@ -49,13 +49,13 @@ async def _four(request: ChatRequest) -> str:
 def _metered() -> tuple[MeteredLLM, FunctionProvider]:
     provider = FunctionProvider(_four)
     cache = MemoryPromptCache(ttl_s=60, max_entries=10)
-    return MeteredLLM(routed(provider), LLMSettings(), cache), provider
+    return MeteredLLM(routed(provider), LLMSettings(), UnlimitedLedger(), cache), provider
 
 
 async def test_a_repeated_call_is_answered_by_the_cache_at_zero_cost() -> None:
     llm, provider = _metered()
-    first = await llm.call(_ctx(attempt="a:1"), QUESTION, tier="small", spent=0)
-    second = await llm.call(_ctx(attempt="b:1"), QUESTION, tier="small", spent=0)
+    first = await llm.call(_ctx(attempt="a:1"), QUESTION, tier="small")
+    second = await llm.call(_ctx(attempt="b:1"), QUESTION, tier="small")
     assert len(provider.requests) == 1
     assert second.response.content == first.response.content
     assert not first.record.cache_hit
@@ -68,15 +68,15 @@ async def test_a_repeated_call_is_answered_by_the_cache_at_zero_cost() -> None:
 
 async def test_another_tenant_does_not_get_the_cached_answer() -> None:
     llm, provider = _metered()
-    await llm.call(_ctx("acme"), QUESTION, tier="small", spent=0)
-    other = await llm.call(_ctx("globex"), QUESTION, tier="small", spent=0)
+    await llm.call(_ctx("acme"), QUESTION, tier="small")
+    other = await llm.call(_ctx("globex"), QUESTION, tier="small")
     assert len(provider.requests) == 2
     assert not other.record.cache_hit
 
 
 async def test_a_task_that_opts_out_always_calls_the_provider() -> None:
     llm, provider = _metered()
-    await llm.call(_ctx(use_cache=False), QUESTION, tier="small", spent=0)
-    again = await llm.call(_ctx(use_cache=False), QUESTION, tier="small", spent=0)
+    await llm.call(_ctx(use_cache=False), QUESTION, tier="small")
+    again = await llm.call(_ctx(use_cache=False), QUESTION, tier="small")
     assert len(provider.requests) == 2
     assert not again.record.cache_hit

@@ -165,6 +165,7 @@ def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
         token_budget=task.token_budget,
         use_cache=task.use_cache,
         attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
+        activity_key=f"{info.workflow_run_id}:{info.activity_id}",
         node_id=node_id,
     )
 

@@ -1,0 +1,147 @@
+"""Token reservations against a task's budget, on SQLite and PostgreSQL: all or nothing,
+settled or released exactly once, never more settled than the budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from troupe.domain import Strategy, TaskStatus, Usage
+from troupe.errors import BudgetExceeded
+from troupe.orchestrator.launcher import new_task_id
+from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(migrated_engine: AsyncEngine) -> SqlTaskStore:
+    return SqlTaskStore(migrated_engine)
+
+
+async def _task(store: SqlTaskStore, budget: int) -> str:
+    task_id = new_task_id()
+    await store.create_task(
+        NewTask(
+            id=task_id,
+            tenant_id="acme",
+            session_id=None,
+            query="q",
+            strategy=Strategy.SIMPLE,
+            token_budget=budget,
+            workflow_id=f"task-{task_id}",
+        )
+    )
+    return task_id
+
+
+def _call(key: str, prompt: int, completion: int) -> LLMCallRecord:
+    return LLMCallRecord(
+        call_key=key,
+        provider="simulation",
+        model="sim-small",
+        usage=Usage(prompt_tokens=prompt, completion_tokens=completion, cost_micro_usd=1),
+        cached_tokens=0,
+        latency_ms=1,
+    )
+
+
+async def _room(store: SqlTaskStore, task_id: str) -> int:
+    """What is left to reserve (budget - used - held), asked of the ledger itself."""
+    try:
+        grant = await store.reserve_tokens("acme", task_id, "probe", want=10**9, minimum=1)
+    except BudgetExceeded:
+        return 0
+    await store.release_tokens("acme", task_id, "probe")
+    return grant
+
+
+async def test_a_grant_is_all_it_asks_when_there_is_room(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    assert await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50) == 300
+    assert await _room(store, task_id) == 700
+
+
+async def test_a_short_budget_shrinks_the_grant_down_to_the_minimum(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    await store.reserve_tokens("acme", task_id, "c1", want=900, minimum=50)
+    assert await store.reserve_tokens("acme", task_id, "c2", want=300, minimum=50) == 100
+    with pytest.raises(BudgetExceeded, match="at least 50 tokens"):
+        await store.reserve_tokens("acme", task_id, "c3", want=300, minimum=50)
+
+
+async def test_asking_again_with_the_same_key_returns_the_same_grant(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    first = await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50)
+    again = await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50)
+    assert first == again == 300
+    assert await _room(store, task_id) == 700
+
+
+async def test_recording_the_call_settles_its_reservation(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50)
+    assert await store.record_llm_call("acme", task_id, _call("c1", 120, 30))
+    assert await _room(store, task_id) == 850  # 1000 - 150 used, nothing held
+    assert not await store.record_llm_call("acme", task_id, _call("c1", 120, 30))
+    assert await _room(store, task_id) == 850  # a re-delivered record settles nothing
+
+
+async def test_a_release_gives_the_tokens_back_once(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50)
+    await store.release_tokens("acme", task_id, "c1")
+    await store.release_tokens("acme", task_id, "c1")
+    assert await _room(store, task_id) == 1000
+
+
+async def test_an_attempts_first_call_releases_what_dead_attempts_held(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    await store.reserve_tokens("acme", task_id, "run:act-1:1:0", want=400, minimum=50)
+    await store.reserve_tokens("acme", task_id, "run:act-2:1:0", want=400, minimum=50)
+    granted = await store.reserve_tokens(
+        "acme", task_id, "run:act-1:2:0", want=500, minimum=50, stale_prefix="run:act-1:"
+    )
+    assert granted == 500  # attempt 1 of act-1 gave its 400 back; act-2 keeps its own
+    assert await _room(store, task_id) == 100
+
+
+async def test_the_end_of_a_task_drops_every_reservation(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    await store.reserve_tokens("acme", task_id, "c1", want=300, minimum=50)
+    await store.finish("acme", task_id, TaskStatus.CANCELLED)
+    assert await _room(store, task_id) == 1000
+
+
+async def test_another_tenant_cannot_reserve_on_the_task(store: SqlTaskStore) -> None:
+    task_id = await _task(store, 1000)
+    with pytest.raises(Exception, match="not found"):
+        await store.reserve_tokens("globex", task_id, "c1", want=300, minimum=50)
+
+
+async def test_fifty_concurrent_agents_never_settle_more_than_the_budget(
+    store: SqlTaskStore,
+) -> None:
+    budget, per_call = 1000, 100
+    task_id = await _task(store, budget)
+
+    async def agent(n: int) -> bool:
+        key = f"agent-{n}"
+        try:
+            granted = await store.reserve_tokens(
+                "acme", task_id, key, want=per_call, minimum=per_call
+            )
+        except BudgetExceeded:
+            return False
+        await asyncio.sleep(0)  # let the others in between reserve and settle
+        await store.record_llm_call("acme", task_id, _call(key, granted - 40, 40))
+        return True
+
+    outcomes = await asyncio.gather(*(agent(n) for n in range(50)))
+    task = await store.get_task("acme", task_id)
+    assert task.usage.total_tokens <= budget
+    assert sum(outcomes) == budget // per_call  # the arithmetic: 10 fit, 40 are refused
+    assert task.usage.total_tokens == budget
+    assert await _room(store, task_id) == 0  # all spent, nothing left held
