@@ -5,9 +5,13 @@ In one process, on uvloop, calls are made one at a time and each is timed with
 calls (this process only). Cases:
 
 - ``sim-raw``: ``SimulationProvider.complete`` at zero latency, nothing around it;
-- ``sim-routed``: ``MeteredLLM.call`` (token reservation in the embedded SQLite ledger,
-  request, cache lookup and store, router with breaker and retry wrapper, cost, call
-  record) over the same provider, every prompt new (cache misses);
+- ``sim-routed``: ``MeteredLLM.call`` (request, cache lookup and store, router with
+  breaker and retry wrapper, cost, call record) over the same provider, every prompt
+  new (cache misses), with a ledger that grants at once (``UnlimitedLedger``): what
+  issue 4's target is about;
+- ``sim-routed-ledger``: the same with the embedded SQLite ledger, where every call
+  reserves its tokens in a write transaction, as in production (the budget's cost,
+  issue 5's "under 1 ms p50 added to each LLM call");
 - ``sim-cache-hit``: ``MeteredLLM.call`` with a prompt the cache holds;
 - ``sim-fallback``: ``MeteredLLM.call`` whose first candidate fails at once (a
   simulation provider with ``failure_rate`` 1, one try) and whose second answers;
@@ -46,7 +50,7 @@ import uvloop
 from pydantic import SecretStr
 from stats import PERCENTILE_METHOD, summarize
 
-from troupe.agents.metering import CallContext, MeteredLLM
+from troupe.agents.metering import CallContext, MeteredLLM, TokenLedger
 from troupe.config import LLMSettings, SimulationSettings
 from troupe.domain import Strategy
 from troupe.llm.cache import MemoryPromptCache
@@ -57,6 +61,7 @@ from troupe.llm.router import LLMRouter
 from troupe.orchestrator.devserver import free_port
 from troupe.storage import database
 from troupe.storage.repositories import NewTask, SqlTaskStore
+from troupe.testing import UnlimitedLedger
 
 TARGET_OVERHEAD_P99_MS = 1.0
 TARGET_FALLBACK_MS = 2.0
@@ -141,12 +146,16 @@ def _case(name: str, times: list[float], cpu_s: float) -> dict[str, Any]:
 async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, Any]]:
     sim = SimulationProvider(SimulationSettings())
     ctx = _ctx()
-    routed = MeteredLLM(
-        LLMRouter({"simulation": sim}, _settings()),
-        _settings(),
-        ledger,
-        MemoryPromptCache(ttl_s=3600, max_entries=100_000),
-    )
+
+    def metered(with_ledger: TokenLedger) -> MeteredLLM:
+        return MeteredLLM(
+            LLMRouter({"simulation": sim}, _settings()),
+            _settings(),
+            with_ledger,
+            MemoryPromptCache(ttl_s=3600, max_entries=100_000),
+        )
+
+    routed, budgeted = metered(UnlimitedLedger()), metered(ledger)
     fallback_settings = _settings(
         providers={"broken": {"kind": "simulation"}, "simulation": {"kind": "simulation"}},
         tiers={
@@ -161,7 +170,7 @@ async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, A
     fallback = MeteredLLM(
         LLMRouter({"broken": broken, "simulation": sim}, fallback_settings),
         fallback_settings,
-        ledger,
+        UnlimitedLedger(),
         None,
     )
 
@@ -172,6 +181,9 @@ async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, A
     async def through(i: int) -> Any:
         return await routed.call(ctx, _messages(i), tier="medium", index=i)
 
+    async def through_ledger(i: int) -> Any:
+        return await budgeted.call(ctx, _messages(i), tier="medium", index=i)
+
     async def hit(i: int) -> Any:
         return await routed.call(ctx, _messages(-1), tier="medium", index=i)
 
@@ -179,12 +191,13 @@ async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, A
         return await fallback.call(ctx, _messages(i), tier="medium", index=i)
 
     await hit(0)  # the cache now holds prompt -1
-    for warm in (raw, through, fell_back):
+    for warm in (raw, through, through_ledger, fell_back):
         await _measure(warm, range(-200, 0))  # untimed warm-up
     results = []
     for name, call, offset in (
         ("sim-raw", raw, 0),
         ("sim-routed", through, 10**6),
+        ("sim-routed-ledger", through_ledger, 3 * 10**6),
         ("sim-cache-hit", hit, 0),
         ("sim-fallback", fell_back, 2 * 10**6),
     ):
@@ -193,7 +206,7 @@ async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, A
     return results
 
 
-async def openai_cases(calls: int, base_url: str, ledger: SqlTaskStore) -> list[dict[str, Any]]:
+async def openai_cases(calls: int, base_url: str) -> list[dict[str, Any]]:
     raw_client = openai.AsyncOpenAI(
         api_key="sk-bench",
         base_url=base_url,
@@ -215,7 +228,7 @@ async def openai_cases(calls: int, base_url: str, ledger: SqlTaskStore) -> list[
         return MeteredLLM(
             LLMRouter({"openai": provider}, settings),
             settings,
-            ledger,
+            UnlimitedLedger(),
             MemoryPromptCache(ttl_s=3600, max_entries=100_000),
         )
 
@@ -312,6 +325,11 @@ def report(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms": by["openai-stream-routed"]["cpu_ms_per_call"]
         - by["openai-stream-raw"]["cpu_ms_per_call"],
     }
+    ledger_cost = {
+        "p50_ms": _diff(by["sim-routed-ledger"], by["sim-routed"], "median"),
+        "p99_ms": _diff(by["sim-routed-ledger"], by["sim-routed"], "p99"),
+        "cpu_ms": by["sim-routed-ledger"]["cpu_ms_per_call"] - by["sim-routed"]["cpu_ms_per_call"],
+    }
     fallback_extra = {
         "p50_ms": _diff(by["sim-fallback"], by["sim-routed"], "median"),
         "p99_ms": _diff(by["sim-fallback"], by["sim-routed"], "p99"),
@@ -325,6 +343,7 @@ def report(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "overhead_openai_loopback": http_over,
         "overhead_openai_loopback_streaming": stream_over,
         "fallback_extra_over_routed": fallback_extra,
+        "ledger_reservation": ledger_cost,
         "cache_hit_ms": {"p50": hit["median"], "p99": hit["p99"]},
         "targets": {
             "overhead_p99_ms": TARGET_OVERHEAD_P99_MS,
@@ -384,6 +403,12 @@ def _print(result: dict[str, Any]) -> None:
         f"a cache hit: p50 {hit['p50']:.3f} ms, p99 {hit['p99']:.3f} ms "
         f"(target < {TARGET_CACHE_HIT_MS} ms: {verdict(meets['cache_hit_p99'])})"
     )
+    ledger = result["ledger_reservation"]
+    print(
+        f"the SQLite ledger's reservation adds: p50 {ledger['p50_ms']:+.3f} ms, "
+        f"p99 {ledger['p99_ms']:+.3f} ms, CPU {ledger['cpu_ms']:+.3f} ms/call "
+        f"(issue 5: under 1 ms p50)"
+    )
     print(f"anchors: {ANCHORS}")
 
 
@@ -394,7 +419,7 @@ async def main(calls: int) -> dict[str, Any]:
         ledger = await _ledger(Path(scratch))
         try:
             cases = await simulation_cases(calls, ledger)
-            cases += await openai_cases(calls, f"http://127.0.0.1:{port}/v1", ledger)
+            cases += await openai_cases(calls, f"http://127.0.0.1:{port}/v1")
         finally:
             stub.terminate()
             stub.wait(10)

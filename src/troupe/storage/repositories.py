@@ -208,9 +208,16 @@ class SqlTaskStore:
         released first. The grant is settled when the call's usage is recorded, or
         given back by ``release_tokens``.
         """
-        return await self._tx.write(
-            _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix
-        )
+        try:
+            return await self._tx.write(
+                _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix
+            )
+        except IntegrityError:
+            # Reserved before under this key (a repeated request): the same grant.
+            granted = await self._tx.read(
+                lambda conn: conn.execute(_RESERVATION, {"p_key": call_key}).scalar_one()
+            )
+            return int(granted)
 
     async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
@@ -350,6 +357,19 @@ _TASK_ROOM = (
     )
     .where(*_TASK)
     .with_for_update()
+)
+# The common case in one statement: the whole want fits.
+_RESERVE_WANT = (
+    update(tasks)
+    .where(
+        *_TASK,
+        tasks.c.token_budget
+        - tasks.c.prompt_tokens
+        - tasks.c.completion_tokens
+        - tasks.c.reserved_tokens
+        >= bindparam("p_tokens"),
+    )
+    .values(reserved_tokens=tasks.c.reserved_tokens + bindparam("p_tokens"))
 )
 _ADD_RESERVED = (
     update(tasks)
@@ -534,18 +554,20 @@ def _reserve(
         for stale in conn.execute(_HELD_KEYS, key).scalars().all():
             if stale.startswith(stale_prefix):
                 _drop_reservation(conn, tenant_id, task_id, stale)
-    granted = conn.execute(_RESERVATION, {"p_key": call_key}).scalar_one_or_none()
-    if granted is not None:
-        return int(granted)  # asked again: the same grant
-    room = conn.execute(_TASK_ROOM, key).scalar_one_or_none()
-    if room is None:
-        raise NotFound(f"task {task_id} not found", code="task_not_found")
-    grant = min(want, int(room))
-    if grant < minimum:
-        raise BudgetExceeded(
-            f"this call needs at least {minimum} tokens (its prompt and one token of "
-            f"answer); {max(int(room), 0)} of the task's budget are left"
-        )
+    grant = want
+    if conn.execute(_RESERVE_WANT, {**key, "p_tokens": want}).rowcount == 0:
+        # Not all of it fits (or no such task): grant what is left, if enough.
+        room = conn.execute(_TASK_ROOM, key).scalar_one_or_none()
+        if room is None:
+            raise NotFound(f"task {task_id} not found", code="task_not_found")
+        grant = min(want, int(room))
+        if grant < minimum:
+            raise BudgetExceeded(
+                f"this call needs at least {minimum} tokens (its prompt and one token of "
+                f"answer); {max(int(room), 0)} of the task's budget are left"
+            )
+        conn.execute(_ADD_RESERVED, {**key, "p_tokens": grant})
+    # A key reserved before fails here (primary key), undoing the above: see the caller.
     reservation = {
         "call_key": call_key,
         "task_id": task_id,
@@ -554,7 +576,6 @@ def _reserve(
         "created_at": _now(),
     }
     conn.execute(_INSERT_RESERVATION, reservation)
-    conn.execute(_ADD_RESERVED, {**key, "p_tokens": grant})
     return grant
 
 
