@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import date
 from typing import Any
 
 import anyio
@@ -17,7 +18,13 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from troupe.domain import EventType
-from troupe.gateway.schemas import EventView, ProvidersView, TaskPageView, TaskView
+from troupe.gateway.schemas import (
+    EventView,
+    ProvidersView,
+    TaskPageView,
+    TaskView,
+    UsageReportView,
+)
 from troupe.orchestrator.report import ReplayReport
 
 _STREAM_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
@@ -64,6 +71,15 @@ def _submit_body(
     if token_budget is not None:
         body["token_budget"] = token_budget
     return body
+
+
+def _range(since: date | None, until: date | None) -> dict[str, str]:
+    params = {}
+    if since is not None:
+        params["since"] = since.isoformat()
+    if until is not None:
+        params["until"] = until.isoformat()
+    return params
 
 
 def _list_params(
@@ -147,6 +163,11 @@ class AsyncTroupeClient:
         response = await self._http.get("/api/v1/providers")
         _raise_for(response)
         return ProvidersView.model_validate_json(response.content)
+
+    async def usage(self, since: date | None = None, until: date | None = None) -> UsageReportView:
+        response = await self._http.get("/api/v1/usage", params=_range(since, until))
+        _raise_for(response)
+        return UsageReportView.model_validate_json(response.content)
 
     async def list_tasks(
         self,
@@ -283,6 +304,12 @@ class TroupeClient:
         response = self._http.get("/api/v1/providers")
         _raise_for(response)
         return ProvidersView.model_validate_json(response.content)
+
+    def usage(self, since: date | None = None, until: date | None = None) -> UsageReportView:
+        """Tokens and cost of the tenant's model calls over UTC days (default: 30 days)."""
+        response = self._http.get("/api/v1/usage", params=_range(since, until))
+        _raise_for(response)
+        return UsageReportView.model_validate_json(response.content)
 
     def list_tasks(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -265,3 +265,37 @@ class ProvidersView(BaseModel):
     providers: list[ProviderView]
     tiers: dict[str, list[TierCandidateView]]
     fallback_to_lower_tier: bool
+
+
+class UsageLineView(BaseModel):
+    calls: int = Field(description="Metered calls (prompt cache hits included)")
+    cache_hits: int = Field(description="Calls the prompt cache answered at no cost")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_micro_usd: int = Field(description="Cost in millionths of a US dollar.")
+
+
+class DayUsageView(UsageLineView):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+
+
+class ModelUsageView(UsageLineView):
+    provider: str
+    model: str
+
+
+class SessionUsageView(UsageLineView):
+    session_id: str | None = Field(description="null: tasks outside any session")
+
+
+class UsageReportView(BaseModel):
+    """The tenant's metered model calls over a range of UTC days, as providers reported
+    them: in all, per day, per provider and model, per session."""
+
+    since: date
+    until: date
+    total: UsageLineView
+    by_day: list[DayUsageView]
+    by_model: list[ModelUsageView]
+    by_session: list[SessionUsageView]

@@ -95,6 +95,10 @@ class Transactions:
         async with self._async.connect() as aconn:
             return await aconn.run_sync(fn, *args, **kw)
 
+    @property
+    def dialect(self) -> str:
+        return self._async.dialect.name
+
     async def aclose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()

@@ -13,10 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -90,6 +101,26 @@ class NodeStart:
     """How a node starts: its output if an earlier attempt had finished it."""
 
     output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """Provider calls of a group (a day, a model, a session) and what they used."""
+
+    key: tuple[str | None, ...]
+    calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    total: UsageLine
+    by_day: list[UsageLine]  # key: ("YYYY-MM-DD",), UTC
+    by_model: list[UsageLine]  # key: (provider, model)
+    by_session: list[UsageLine]  # key: (session_id or None,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +309,14 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, after_seq: int, *, limit: int = 500
     ) -> Sequence[TaskEvent]:
         return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
+
+    async def usage_summary(self, tenant_id: str, since: date, until: date) -> UsageSummary:
+        """The tenant's metered calls from ``since`` to ``until`` (UTC days, both
+        included): in all, per day, per provider and model, per session."""
+        start = datetime.combine(since, time(), tzinfo=UTC)
+        end = datetime.combine(until + timedelta(days=1), time(), tzinfo=UTC)
+        sqlite = self._tx.dialect == "sqlite"
+        return await self._tx.read(_usage_summary, tenant_id, start, end, sqlite)
 
     async def usage_calls(self, tenant_id: str, task_id: str) -> list[LLMCallRecord]:
         query = (
@@ -853,6 +892,50 @@ def _append(
         ],
     )
     return appended
+
+
+def _usage_summary(
+    conn: Connection, tenant_id: str, start: datetime, end: datetime, sqlite: bool
+) -> UsageSummary:
+    usage = token_usage.c
+    measures = (
+        func.count().label("calls"),
+        func.coalesce(func.sum(cast(usage.cache_hit, Integer)), 0).label("cache_hits"),
+        func.coalesce(func.sum(usage.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(usage.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(usage.cost_micro_usd), 0).label("cost_micro_usd"),
+    )
+    scope = (usage.tenant_id == tenant_id, usage.created_at >= start, usage.created_at < end)
+    # The UTC day as text: SQLite stores UTC timestamps as text already.
+    day = (
+        func.date(usage.created_at)
+        if sqlite
+        else func.to_char(func.timezone("UTC", usage.created_at), "YYYY-MM-DD")
+    ).label("day")
+
+    def lines(*keys: Any, joined: bool = False) -> list[UsageLine]:
+        source = token_usage.join(tasks, tasks.c.id == usage.task_id) if joined else token_usage
+        query = select(*keys, *measures).select_from(source).where(*scope)
+        if keys:
+            query = query.group_by(*keys).order_by(*keys)
+        return [
+            UsageLine(
+                key=tuple(None if v is None else str(v) for v in row[: len(keys)]),
+                calls=int(row.calls),
+                cache_hits=int(row.cache_hits),
+                prompt_tokens=int(row.prompt_tokens),
+                completion_tokens=int(row.completion_tokens),
+                cost_micro_usd=int(row.cost_micro_usd),
+            )
+            for row in conn.execute(query)
+        ]
+
+    return UsageSummary(
+        total=lines()[0],
+        by_day=lines(day),
+        by_model=lines(usage.provider, usage.model),
+        by_session=lines(tasks.c.session_id, joined=True),
+    )
 
 
 # --------------------------------------------------------------------------- rows → domain

@@ -1,5 +1,6 @@
 """Token reservations against a task's budget, on SQLite and PostgreSQL: all or nothing,
-settled or released exactly once, never more settled than the budget."""
+settled or released exactly once, never more settled than the budget. And the usage
+summary over the recorded calls."""
 
 from __future__ import annotations
 
@@ -145,3 +146,62 @@ async def test_fifty_concurrent_agents_never_settle_more_than_the_budget(
     assert sum(outcomes) == budget // per_call  # the arithmetic: 10 fit, 40 are refused
     assert task.usage.total_tokens == budget
     assert await _room(store, task_id) == 0  # all spent, nothing left held
+
+
+async def test_usage_summary_groups_by_day_model_and_session(store: SqlTaskStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    alone = await _task(store, 10_000)
+    in_session = new_task_id()
+    await store.create_task(
+        NewTask(
+            id=in_session,
+            tenant_id="acme",
+            session_id="chat-1",
+            query="q",
+            strategy=Strategy.SIMPLE,
+            token_budget=10_000,
+            workflow_id=f"task-{in_session}",
+        )
+    )
+    await store.record_llm_call("acme", alone, _call("a1", 100, 10))
+    await store.record_llm_call("acme", in_session, _call("b1", 200, 20))
+    other = LLMCallRecord(
+        call_key="b2",
+        provider="openai",
+        model="gpt-4.1-mini",
+        usage=Usage(prompt_tokens=0, completion_tokens=0, cost_micro_usd=0),
+        cached_tokens=0,
+        latency_ms=0,
+        cache_hit=True,
+    )
+    await store.record_llm_call("acme", in_session, other)
+    foreign = await _task(store, 10_000)
+    await store.finish("acme", foreign, TaskStatus.CANCELLED)
+    await store.create_task(
+        NewTask(
+            id=new_task_id(),
+            tenant_id="globex",
+            session_id=None,
+            query="q",
+            strategy=Strategy.SIMPLE,
+            token_budget=10_000,
+            workflow_id="w-globex",
+        )
+    )
+
+    today = datetime.now(UTC).date()
+    summary = await store.usage_summary("acme", today - timedelta(days=1), today)
+    assert (summary.total.calls, summary.total.cache_hits) == (3, 1)
+    assert (summary.total.prompt_tokens, summary.total.completion_tokens) == (300, 30)
+    assert summary.total.cost_micro_usd == 2
+    assert [(line.key, line.calls) for line in summary.by_day] == [((today.isoformat(),), 3)]
+    assert [(line.key, line.prompt_tokens) for line in summary.by_model] == [
+        (("openai", "gpt-4.1-mini"), 0),
+        (("simulation", "sim-small"), 300),
+    ]
+    by_session = {line.key: line.prompt_tokens for line in summary.by_session}
+    assert by_session == {(None,): 100, ("chat-1",): 200}
+    assert (await store.usage_summary("globex", today, today)).total.calls == 0
+    yesterday = today - timedelta(days=1)
+    assert (await store.usage_summary("acme", yesterday, yesterday)).total.calls == 0
