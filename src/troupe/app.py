@@ -22,8 +22,8 @@ from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import TaskLauncher
 from troupe.orchestrator.worker import build_worker
 from troupe.storage.database import create_engine
-from troupe.storage.kv.base import EventFanout
-from troupe.storage.kv.memory import MemoryEventFanout
+from troupe.storage.kv.base import EventFanout, RateLimiter
+from troupe.storage.kv.memory import MemoryEventFanout, MemoryRateLimiter
 from troupe.storage.repositories import SqlTaskStore
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
@@ -38,6 +38,7 @@ class Services:
     settings: Settings
     store: SqlTaskStore
     fanout: EventFanout
+    rate_limiter: RateLimiter
     router: LLMRouter
     prompt_cache: PromptCache | None
     journal: TaskJournal
@@ -54,6 +55,7 @@ class Services:
             )
         )
         fanout = build_fanout(settings)
+        rate_limiter = build_rate_limiter(settings)
         router = build_router(settings)
         prompt_cache = build_prompt_cache(settings)
         journal = TaskJournal(store, fanout)
@@ -65,7 +67,9 @@ class Services:
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
-        return cls(settings, store, fanout, router, prompt_cache, journal, client, launcher)
+        return cls(
+            settings, store, fanout, rate_limiter, router, prompt_cache, journal, client, launcher
+        )
 
     def worker(self) -> Worker:
         return build_worker(
@@ -82,6 +86,7 @@ class Services:
         if self.prompt_cache is not None:
             await self.prompt_cache.aclose()
         await self.fanout.aclose()
+        await self.rate_limiter.aclose()
         await self.store.aclose()
 
 
@@ -98,6 +103,15 @@ def build_fanout(settings: Settings) -> EventFanout:
     from troupe.storage.kv.redis import RedisEventFanout
 
     return RedisEventFanout(settings.redis.url)
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    """Token buckets in Redis when configured (many API processes), else in-process."""
+    if settings.redis.url is None:
+        return MemoryRateLimiter()
+    from troupe.storage.kv.redis import RedisRateLimiter
+
+    return RedisRateLimiter(settings.redis.url)
 
 
 def build_prompt_cache(settings: Settings) -> PromptCache | None:

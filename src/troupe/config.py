@@ -72,6 +72,14 @@ class EventSettings(_Section):
     ping_interval_s: int = Field(default=15, ge=1)
 
 
+class LimitSettings(_Section):
+    """Per tenant: a token bucket for API requests, and a cap on unfinished tasks."""
+
+    requests_per_s: float = Field(default=200, gt=0)
+    burst: int = Field(default=400, ge=1)
+    max_concurrent_tasks: int = Field(default=200, ge=1)
+
+
 class TaskSettings(_Section):
     max_query_chars: int = Field(default=8000, ge=1)
     default_token_budget: int = Field(default=20_000, ge=1)
@@ -264,6 +272,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     events: EventSettings = EventSettings()
     tasks: TaskSettings = TaskSettings()
+    limits: LimitSettings = LimitSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -56,6 +56,17 @@ class Unavailable(TroupeError):
     retryable = True
 
 
+class RateLimited(TroupeError):
+    """Over a rate or concurrency limit; ``retry_after_s``: when to try again."""
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
 class BudgetExceeded(TroupeError):
     code = "budget_exceeded"
 

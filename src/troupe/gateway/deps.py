@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from troupe.app import Services
 from troupe.config import Settings
+from troupe.errors import RateLimited
 from troupe.orchestrator.launcher import TaskLauncher
 from troupe.storage.repositories import SqlTaskStore
 
@@ -24,11 +25,25 @@ async def _services(request: Request) -> Services:
     return services
 
 
-async def _tenant() -> str:
-    return LOCAL_TENANT
-
-
 ServicesDep = Annotated[Services, Depends(_services)]
+
+
+async def _tenant(services: ServicesDep) -> str:
+    """The tenant a request acts for, once it is within the tenant's request rate."""
+    tenant = LOCAL_TENANT
+    limits = services.settings.limits
+    wait = await services.rate_limiter.take(
+        f"tenant:{tenant}", rate=limits.requests_per_s, burst=limits.burst
+    )
+    if wait > 0:
+        raise RateLimited(
+            f"more than {limits.requests_per_s:g} requests per second "
+            f"(burst {limits.burst}) for this tenant",
+            retry_after_s=wait,
+        )
+    return tenant
+
+
 TenantDep = Annotated[str, Depends(_tenant)]
 
 

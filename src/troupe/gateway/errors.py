@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from troupe.errors import (
     InvalidInput,
     NotFound,
     ProviderError,
+    RateLimited,
     TroupeError,
     Unavailable,
 )
@@ -29,6 +31,7 @@ _STATUS: list[tuple[type[TroupeError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (BudgetExceeded, 429),
+    (RateLimited, 429),
     (Unavailable, 503),
     (ProviderError, 502),
     (ConfigError, 500),
@@ -63,7 +66,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _troupe_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TroupeError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=status_for(exc))
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return JSONResponse(
+        error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

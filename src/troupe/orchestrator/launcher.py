@@ -78,7 +78,8 @@ class TaskLauncher:
                 strategy=strategy,
                 token_budget=token_budget,
                 workflow_id=f"task-{task_id}",
-            )
+            ),
+            max_active=self._settings.limits.max_concurrent_tasks,
         )
         try:
             await self._client.start_workflow(

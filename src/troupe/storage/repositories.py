@@ -44,7 +44,7 @@ from troupe.domain import (
     TaskStatus,
     Usage,
 )
-from troupe.errors import BudgetExceeded, NotFound
+from troupe.errors import BudgetExceeded, NotFound, RateLimited
 from troupe.storage.database import Transactions
 from troupe.storage.tables import (
     UtcDateTime,
@@ -141,9 +141,15 @@ class SqlTaskStore:
     async def ping(self) -> None:
         await self._tx.read(lambda conn: conn.execute(select(1)).scalar_one())
 
-    async def create_task(self, new: NewTask) -> Task:
-        """Insert a queued task (and its session if new) with its ``submitted`` event."""
-        return await self._tx.write(_create_task, new, _now())
+    async def create_task(self, new: NewTask, *, max_active: int | None = None) -> Task:
+        """Insert a queued task (and its session if new) with its ``submitted`` event.
+
+        ``max_active``: refuse (RateLimited, ``too_many_tasks``) when the tenant already
+        has that many unfinished tasks; checked in the same transaction, serialized per
+        tenant, so concurrent submissions cannot slip past it together.
+        """
+        postgres = self._tx.dialect == "postgresql"
+        return await self._tx.write(_create_task, new, _now(), max_active, postgres)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -486,7 +492,25 @@ def _task_key(tenant_id: str, task_id: str) -> dict[str, Any]:
 # Each function below is one transaction's body; it must not commit or roll back.
 
 
-def _create_task(conn: Connection, new: NewTask, now: datetime) -> Task:
+_ACTIVE_TASKS = select(func.count()).where(
+    tasks.c.tenant_id == bindparam("p_tenant"),
+    tasks.c.status.in_([s.value for s in TaskStatus if not s.terminal]),
+)
+
+
+def _create_task(
+    conn: Connection, new: NewTask, now: datetime, max_active: int | None, postgres: bool
+) -> Task:
+    if max_active is not None:
+        if postgres:  # SQLite writers are serialized already (BEGIN IMMEDIATE)
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(new.tenant_id))))
+        active = conn.execute(_ACTIVE_TASKS, {"p_tenant": new.tenant_id}).scalar_one()
+        if active >= max_active:
+            raise RateLimited(
+                f"{active} tasks of this tenant are unfinished; at most {max_active} at once",
+                code="too_many_tasks",
+                retry_after_s=1.0,
+            )
     if new.session_id is not None:
         _touch_session(conn, new.tenant_id, new.session_id, now)
     values: dict[str, Any] = {

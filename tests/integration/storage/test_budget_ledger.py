@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.domain import Strategy, TaskStatus, Usage
-from troupe.errors import BudgetExceeded
+from troupe.errors import BudgetExceeded, RateLimited
 from troupe.orchestrator.launcher import new_task_id
 from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore
 
@@ -205,3 +205,35 @@ async def test_usage_summary_groups_by_day_model_and_session(store: SqlTaskStore
     assert (await store.usage_summary("globex", today, today)).total.calls == 0
     yesterday = today - timedelta(days=1)
     assert (await store.usage_summary("acme", yesterday, yesterday)).total.calls == 0
+
+
+async def test_unfinished_tasks_are_capped_even_under_concurrent_submissions(
+    store: SqlTaskStore,
+) -> None:
+    async def submit() -> str | None:
+        """None when accepted, else the refusal's code."""
+        task_id = new_task_id()
+        try:
+            await store.create_task(
+                NewTask(
+                    id=task_id,
+                    tenant_id="capped",
+                    session_id=None,
+                    query="q",
+                    strategy=Strategy.SIMPLE,
+                    token_budget=100,
+                    workflow_id=f"task-{task_id}",
+                ),
+                max_active=5,
+            )
+        except RateLimited as exc:
+            return exc.code
+        return None
+
+    outcomes = await asyncio.gather(*(submit() for _ in range(20)))
+    assert outcomes.count(None) == 5
+    assert outcomes.count("too_many_tasks") == 15
+    page = await store.list_tasks("capped", limit=50)
+    await store.finish("capped", page.items[0].id, TaskStatus.CANCELLED)
+    assert await submit() is None  # an ended task frees its place
+    assert await submit() == "too_many_tasks"

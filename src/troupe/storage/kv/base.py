@@ -15,6 +15,14 @@ class Listener(Protocol):
         """Wait for a notification; True if one arrived, False on timeout."""
 
 
+class RateLimiter(Protocol):
+    async def take(self, key: str, *, rate: float, burst: int) -> float:
+        """Take one token from ``key``'s bucket (``burst`` deep, refilled at ``rate`` per
+        second): 0 when taken, else the seconds until one will be there."""
+
+    async def aclose(self) -> None: ...
+
+
 class EventFanout(Protocol):
     async def publish(self, channel: str) -> None:
         """Wake every listener of ``channel``."""

@@ -1,10 +1,11 @@
-"""In-process event fan-out for the embedded single-process platform."""
+"""In-process event fan-out and rate limits for the embedded single-process platform."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 
@@ -50,3 +51,24 @@ class MemoryEventFanout:
 
     async def aclose(self) -> None:
         self._listeners.clear()
+
+
+class MemoryRateLimiter:
+    """Token buckets in this process: right for `troupe serve`, wrong across processes."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
+
+    async def take(self, key: str, *, rate: float, burst: int) -> float:
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / rate
+
+    async def aclose(self) -> None:
+        self._buckets.clear()
