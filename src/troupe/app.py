@@ -52,7 +52,9 @@ class Services:
                 settings.database_url,
                 pool_size=settings.database.pool_size,
                 echo=settings.database.echo,
-            )
+            ),
+            tenant_daily_tokens=settings.budgets.tenant_daily_tokens,
+            alert_threshold=settings.budgets.alert_threshold,
         )
         fanout = build_fanout(settings)
         rate_limiter = build_rate_limiter(settings)

@@ -19,6 +19,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from troupe.domain import EventType
 from troupe.gateway.schemas import (
+    BudgetsView,
     EventView,
     ProvidersView,
     TaskPageView,
@@ -164,6 +165,11 @@ class AsyncTroupeClient:
         _raise_for(response)
         return ProvidersView.model_validate_json(response.content)
 
+    async def budgets(self) -> BudgetsView:
+        response = await self._http.get("/api/v1/budgets")
+        _raise_for(response)
+        return BudgetsView.model_validate_json(response.content)
+
     async def usage(self, since: date | None = None, until: date | None = None) -> UsageReportView:
         response = await self._http.get("/api/v1/usage", params=_range(since, until))
         _raise_for(response)
@@ -304,6 +310,12 @@ class TroupeClient:
         response = self._http.get("/api/v1/providers")
         _raise_for(response)
         return ProvidersView.model_validate_json(response.content)
+
+    def budgets(self) -> BudgetsView:
+        """The tenant's daily token budget today, and what one task may ask for."""
+        response = self._http.get("/api/v1/budgets")
+        _raise_for(response)
+        return BudgetsView.model_validate_json(response.content)
 
     def usage(self, since: date | None = None, until: date | None = None) -> UsageReportView:
         """Tokens and cost of the tenant's model calls over UTC days (default: 30 days)."""

@@ -80,6 +80,13 @@ class LimitSettings(_Section):
     max_concurrent_tasks: int = Field(default=200, ge=1)
 
 
+class BudgetSettings(_Section):
+    """Per tenant and UTC day, on top of each task's own budget."""
+
+    tenant_daily_tokens: int | None = Field(default=10_000_000, ge=1)
+    alert_threshold: float = Field(default=0.8, gt=0, le=1)
+
+
 class TaskSettings(_Section):
     max_query_chars: int = Field(default=8000, ge=1)
     default_token_budget: int = Field(default=20_000, ge=1)
@@ -273,6 +280,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     tasks: TaskSettings = TaskSettings()
     limits: LimitSettings = LimitSettings()
+    budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     worker: WorkerSettings = WorkerSettings()

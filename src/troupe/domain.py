@@ -48,6 +48,7 @@ class EventType(enum.StrEnum):
     CANCEL_REQUESTED = "task.cancel_requested"
     LLM_CALL = "llm.call"
     LLM_FALLBACK = "llm.fallback"
+    BUDGET_ALERT = "budget.alert"
     STRATEGY_CHOSEN = "strategy.chosen"
     PLAN_CREATED = "plan.created"
     PLAN_FALLBACK = "plan.fallback"

@@ -1,4 +1,5 @@
-"""Per-tenant limits through a real `troupe serve`: 429 with a code and Retry-After."""
+"""Per-tenant limits and the daily budget through a real `troupe serve`: 429 with a code
+and Retry-After."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import httpx
 import pytest
 
 from tests.e2e.processes import TroupeProcess
+from troupe.client import TroupeAPIError, TroupeClient
+from troupe.domain import TaskStatus
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +45,29 @@ def test_over_the_request_rate_or_the_task_cap_answers_429(tmp_path: Path) -> No
     assert over.json()["error"]["code"] == "rate_limited"
     assert 1 <= int(over.headers["retry-after"]) <= 5  # a token comes back every 5 s
     assert health.status_code == 200  # probes are not rate limited
+
+
+def test_a_used_up_daily_budget_refuses_submissions_with_its_reset(tmp_path: Path) -> None:
+    process = TroupeProcess(
+        "serve",
+        env={"TROUPE_DATA_DIR": str(tmp_path), "TROUPE_BUDGETS__TENANT_DAILY_TOKENS": "80"},
+        log=tmp_path / "serve.log",
+    ).start()
+    try:
+        with TroupeClient(process.url) as client:
+            first = client.wait(client.submit_task("What is 2+2?", strategy="simple").id)
+            alerts = [e for e in client.follow(first.id) if e.type == "budget.alert"]
+            budgets = client.budgets()
+            with pytest.raises(TroupeAPIError) as refused:
+                client.submit_task("And 3+3?", strategy="simple")
+    finally:
+        assert process.stop() == 0, process.output()
+    assert first.status is TaskStatus.COMPLETED
+    assert first.usage.total_tokens == 80  # the answer was cut to what the day had left
+    assert [a.data["used_tokens"] for a in alerts] == [80]
+    daily = budgets.tenant_daily
+    assert (daily.limit_tokens, daily.used_tokens, daily.remaining_tokens) == (80, 80, 0)
+    assert daily.alerting
+    assert refused.value.status == 429
+    assert refused.value.code == "budget_exhausted"
+    assert "resets at" in refused.value.message

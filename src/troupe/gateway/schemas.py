@@ -299,3 +299,26 @@ class UsageReportView(BaseModel):
     by_day: list[DayUsageView]
     by_model: list[ModelUsageView]
     by_session: list[SessionUsageView]
+
+
+class DayBudgetView(BaseModel):
+    day: date = Field(description="Today, UTC")
+    limit_tokens: int | None = Field(description="null: no daily limit")
+    used_tokens: int
+    reserved_tokens: int = Field(description="Held by calls in flight")
+    remaining_tokens: int | None = Field(description="null: no daily limit")
+    resets_at: datetime = Field(description="Next midnight, UTC")
+    alert_threshold: float = Field(description="Share of the limit that raises budget.alert")
+    alerting: bool = Field(description="Used tokens are at or over the alert threshold")
+
+
+class TaskBudgetView(BaseModel):
+    default_token_budget: int = Field(description="A task's budget when its request names none")
+    max_token_budget: int = Field(description="The largest budget a request may ask for")
+
+
+class BudgetsView(BaseModel):
+    """The tenant's token budgets: per UTC day, and per task."""
+
+    tenant_daily: DayBudgetView
+    task: TaskBudgetView

@@ -28,6 +28,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -53,6 +55,7 @@ from troupe.storage.tables import (
     sessions,
     task_nodes,
     tasks,
+    tenant_days,
     token_usage,
 )
 
@@ -104,6 +107,23 @@ class NodeStart:
 
 
 @dataclass(frozen=True, slots=True)
+class DayBudget:
+    """The tenants' daily token budget (None: unlimited) and its alert threshold."""
+
+    limit: int | None
+    alert_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class DayBudgetStatus:
+    day: str  # UTC
+    limit: int | None
+    used: int
+    reserved: int
+    alert_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
 class UsageLine:
     """Provider calls of a group (a day, a model, a session) and what they used."""
 
@@ -132,8 +152,15 @@ class TaskPage:
 class SqlTaskStore:
     """Tasks, events and usage in SQLite or PostgreSQL through SQLAlchemy Core."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        tenant_daily_tokens: int | None = None,
+        alert_threshold: float = 0.8,
+    ) -> None:
         self._tx = Transactions(engine)
+        self._day = DayBudget(tenant_daily_tokens, alert_threshold)
 
     async def aclose(self) -> None:
         await self._tx.aclose()
@@ -149,7 +176,7 @@ class SqlTaskStore:
         tenant, so concurrent submissions cannot slip past it together.
         """
         postgres = self._tx.dialect == "postgresql"
-        return await self._tx.write(_create_task, new, _now(), max_active, postgres)
+        return await self._tx.write(_create_task, new, _now(), max_active, postgres, self._day)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -199,7 +226,7 @@ class SqlTaskStore:
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
         try:
-            return await self._tx.write(_record_call, tenant_id, task_id, call)
+            return await self._tx.write(_record_call, tenant_id, task_id, call, self._day)
         except IntegrityError:
             # A concurrent writer stored the same call first; ours is the duplicate.
             return False
@@ -220,10 +247,14 @@ class SqlTaskStore:
         if not status.terminal:
             raise ValueError(f"{status} is not a terminal status")
         try:
-            return await self._tx.write(_finish, tenant_id, task_id, status, result, error, call)
+            return await self._tx.write(
+                _finish, tenant_id, task_id, status, result, error, call, self._day
+            )
         except IntegrityError:
             # A concurrent writer stored the same call first: finish without it.
-            ended = await self._tx.write(_finish, tenant_id, task_id, status, result, error, None)
+            ended = await self._tx.write(
+                _finish, tenant_id, task_id, status, result, error, None, self._day
+            )
             return Finish(task=ended.task, call_stored=False)
 
     async def reserve_tokens(
@@ -247,7 +278,7 @@ class SqlTaskStore:
         """
         try:
             return await self._tx.write(
-                _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix
+                _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix, self._day
             )
         except IntegrityError:
             # Reserved before under this key (a repeated request): the same grant.
@@ -258,7 +289,7 @@ class SqlTaskStore:
 
     async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
-        await self._tx.write(_drop_reservation, tenant_id, task_id, call_key)
+        await self._tx.write(_drop_reservation, tenant_id, task_id, call_key, 0)
 
     async def set_strategy(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
@@ -282,7 +313,9 @@ class SqlTaskStore:
     ) -> bool:
         """The node's metered call and its output, together; False if already stored."""
         try:
-            return await self._tx.write(_node_completed, tenant_id, task_id, node_id, output, call)
+            return await self._tx.write(
+                _node_completed, tenant_id, task_id, node_id, output, call, self._day
+            )
         except IntegrityError:
             return False
 
@@ -315,6 +348,18 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, after_seq: int, *, limit: int = 500
     ) -> Sequence[TaskEvent]:
         return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
+
+    async def day_budget(self, tenant_id: str) -> DayBudgetStatus:
+        """The tenant's budget for today (UTC): limit, used and reserved tokens."""
+        day = _now().date().isoformat()
+        row = await self._tx.read(_day_row, tenant_id, day)
+        return DayBudgetStatus(
+            day=day,
+            limit=self._day.limit,
+            used=int(row.used_tokens) if row is not None else 0,
+            reserved=int(row.reserved_tokens) if row is not None else 0,
+            alert_threshold=self._day.alert_threshold,
+        )
 
     async def usage_summary(self, tenant_id: str, since: date, until: date) -> UsageSummary:
         """The tenant's metered calls from ``since`` to ``until`` (UTC days, both
@@ -433,7 +478,32 @@ _DROP_RESERVATION = (
         budget_reservations.c.call_key == bindparam("p_key"),
         budget_reservations.c.task_id == bindparam("p_task"),
     )
-    .returning(budget_reservations.c.tokens)
+    .returning(budget_reservations.c.tokens, budget_reservations.c.day)
+)
+_DAY = select(tenant_days).where(
+    tenant_days.c.tenant_id == bindparam("p_tenant"), tenant_days.c.day == bindparam("p_day")
+)
+_DAY_KEY = (
+    tenant_days.c.tenant_id == bindparam("p_tenant"),
+    tenant_days.c.day == bindparam("p_day"),
+)
+# The common case in one statement: the whole want fits in the day's limit.
+_RESERVE_DAY = (
+    update(tenant_days)
+    .where(
+        *_DAY_KEY,
+        tenant_days.c.used_tokens + tenant_days.c.reserved_tokens + bindparam("p_tokens")
+        <= bindparam("p_limit"),
+    )
+    .values(reserved_tokens=tenant_days.c.reserved_tokens + bindparam("p_tokens"))
+)
+_ADD_DAY = (
+    update(tenant_days)
+    .where(*_DAY_KEY)
+    .values(
+        reserved_tokens=tenant_days.c.reserved_tokens + bindparam("p_tokens"),
+        used_tokens=tenant_days.c.used_tokens + bindparam("p_used"),
+    )
 )
 _HELD_KEYS = select(budget_reservations.c.call_key).where(
     budget_reservations.c.task_id == bindparam("p_task"),
@@ -499,8 +569,23 @@ _ACTIVE_TASKS = select(func.count()).where(
 
 
 def _create_task(
-    conn: Connection, new: NewTask, now: datetime, max_active: int | None, postgres: bool
+    conn: Connection,
+    new: NewTask,
+    now: datetime,
+    max_active: int | None,
+    postgres: bool,
+    budget: DayBudget,
 ) -> Task:
+    if budget.limit is not None:
+        today = _day_row(conn, new.tenant_id, now.date().isoformat())
+        if today is not None and today.used_tokens + today.reserved_tokens >= budget.limit:
+            midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+            raise RateLimited(
+                f"the tenant's daily budget of {budget.limit} tokens is used up; it resets "
+                f"at {midnight.isoformat()}",
+                code="budget_exhausted",
+                retry_after_s=(midnight - now).total_seconds(),
+            )
     if max_active is not None:
         if postgres:  # SQLite writers are serialized already (BEGIN IMMEDIATE)
             conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(new.tenant_id))))
@@ -583,11 +668,13 @@ def _move(
     return _task(_task_row(conn, tenant_id, task_id))
 
 
-def _record_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
+def _record_call(
+    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, budget: DayBudget
+) -> bool:
     if _call_known(conn, call.call_key):
         return False
-    _add_call(conn, tenant_id, task_id, call)
-    _append(conn, tenant_id, task_id, [_call_event(call)])
+    alerts = _add_call(conn, tenant_id, task_id, call, budget)
+    _append(conn, tenant_id, task_id, [_call_event(call), *alerts])
     return True
 
 
@@ -611,12 +698,13 @@ def _reserve(
     want: int,
     minimum: int,
     stale_prefix: str | None,
+    budget: DayBudget,
 ) -> int:
     key = _task_key(tenant_id, task_id)
     if stale_prefix:
         for stale in conn.execute(_HELD_KEYS, key).scalars().all():
             if stale.startswith(stale_prefix):
-                _drop_reservation(conn, tenant_id, task_id, stale)
+                _drop_reservation(conn, tenant_id, task_id, stale, 0)
     grant = want
     if conn.execute(_RESERVE_WANT, {**key, "p_tokens": want}).rowcount == 0:
         # Not all of it fits (or no such task): grant what is left, if enough.
@@ -630,31 +718,90 @@ def _reserve(
                 f"answer); {max(int(room), 0)} of the task's budget are left"
             )
         conn.execute(_ADD_RESERVED, {**key, "p_tokens": grant})
+    day = _now().date().isoformat()
+    day_grant = _reserve_day(conn, tenant_id, day, grant, minimum, budget)
+    if day_grant < grant:  # the tenant's day had less room than the task
+        conn.execute(_ADD_RESERVED, {**key, "p_tokens": day_grant - grant})
+        grant = day_grant
     # A key reserved before fails here (primary key), undoing the above: see the caller.
     reservation = {
         "call_key": call_key,
         "task_id": task_id,
         "tenant_id": tenant_id,
         "tokens": grant,
+        "day": day,
         "created_at": _now(),
     }
     conn.execute(_INSERT_RESERVATION, reservation)
     return grant
 
 
-def _drop_reservation(conn: Connection, tenant_id: str, task_id: str, call_key: str) -> None:
-    """Settle or release a reservation: its tokens stop counting as reserved."""
-    tokens = conn.execute(
-        _DROP_RESERVATION, {"p_key": call_key, "p_task": task_id}
-    ).scalar_one_or_none()
+def _reserve_day(
+    conn: Connection, tenant_id: str, day: str, want: int, minimum: int, budget: DayBudget
+) -> int:
+    """Reserve up to ``want`` of the tenant's day, at least ``minimum``; the grant."""
+    _ensure_day(conn, tenant_id, day)
+    params = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want}
+    if budget.limit is None:
+        conn.execute(_ADD_DAY, {**params, "p_used": 0})
+        return want
+    if conn.execute(_RESERVE_DAY, {**params, "p_limit": budget.limit}).rowcount:
+        return want
+    row = _day_row(conn, tenant_id, day)
+    assert row is not None
+    room = int(budget.limit - row.used_tokens - row.reserved_tokens)
+    grant = min(want, room)
+    if grant < minimum:
+        raise BudgetExceeded(
+            f"the tenant's daily budget of {budget.limit} tokens for {day} (UTC) has "
+            f"{max(room, 0)} left; this call needs at least {minimum}",
+        )
+    conn.execute(_ADD_DAY, {**params, "p_tokens": grant, "p_used": 0})
+    return grant
+
+
+def _ensure_day(conn: Connection, tenant_id: str, day: str) -> None:
+    """The tenant's row for the day exists afterwards, even when concurrent transactions
+    (other tasks of the tenant) create it at the same moment."""
+    if _day_row(conn, tenant_id, day) is not None:
+        return
+    values = {"tenant_id": tenant_id, "day": day, "used_tokens": 0, "reserved_tokens": 0}
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(tenant_days).values(values).on_conflict_do_nothing())
+
+
+def _day_row(conn: Connection, tenant_id: str, day: str) -> Row[Any] | None:
+    return conn.execute(_DAY, {"p_tenant": tenant_id, "p_day": day}).one_or_none()
+
+
+def _drop_reservation(
+    conn: Connection, tenant_id: str, task_id: str, call_key: str, used: int
+) -> str | None:
+    """Settle (``used`` tokens) or release (0) a reservation, once: its tokens stop
+    counting as reserved for the task and for the tenant's day, and ``used`` is added to
+    the day's use (the task's own totals are the caller's)."""
+    held = conn.execute(_DROP_RESERVATION, {"p_key": call_key, "p_task": task_id}).one_or_none()
+    tokens, day = (int(held.tokens), held.day) if held is not None else (0, None)
     if tokens:
         conn.execute(_ADD_RESERVED, {**_task_key(tenant_id, task_id), "p_tokens": -tokens})
+    if not tokens and not used:
+        return None
+    day = day or _now().date().isoformat()
+    _ensure_day(conn, tenant_id, day)
+    conn.execute(
+        _ADD_DAY, {"p_tenant": tenant_id, "p_day": day, "p_tokens": -tokens, "p_used": used}
+    )
+    return day
 
 
-def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
+def _add_call(
+    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, budget: DayBudget
+) -> list[tuple[EventType, dict[str, Any]]]:
     """The call's usage row and the task's totals, settling the call's reservation in the
-    same transaction; its event is the caller's to append."""
-    _drop_reservation(conn, tenant_id, task_id, call.call_key)
+    same transaction. Returns the budget alert this call raised, if it crossed the daily
+    threshold; its events are the caller's to append."""
+    used = call.usage.total_tokens
+    day = _drop_reservation(conn, tenant_id, task_id, call.call_key, used)
     conn.execute(
         _INSERT_CALL,
         {
@@ -674,6 +821,31 @@ def _add_call(conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecor
         },
     )
     conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
+    return _alert(conn, tenant_id, day, used, budget)
+
+
+def _alert(
+    conn: Connection, tenant_id: str, day: str | None, used: int, budget: DayBudget
+) -> list[tuple[EventType, dict[str, Any]]]:
+    """A ``budget.alert`` when this use took the tenant's day over the threshold."""
+    if budget.limit is None or day is None or not used:
+        return []
+    row = _day_row(conn, tenant_id, day)
+    threshold = budget.alert_threshold * budget.limit
+    if row is None or not row.used_tokens - used < threshold <= row.used_tokens:
+        return []
+    return [
+        (
+            EventType.BUDGET_ALERT,
+            {
+                "scope": "tenant_day",
+                "day": day,
+                "used_tokens": int(row.used_tokens),
+                "limit_tokens": budget.limit,
+                "threshold": budget.alert_threshold,
+            },
+        )
+    ]
 
 
 def _call_event(call: LLMCallRecord) -> tuple[EventType, dict[str, Any]]:
@@ -697,19 +869,20 @@ def _finish(
     result: str | None,
     error: TaskError | None,
     call: LLMCallRecord | None,
+    budget: DayBudget,
 ) -> Finish:
     pending: list[tuple[EventType, dict[str, Any]]] = []
     call_stored = call is not None and not _call_known(conn, call.call_key)
     if call is not None and call_stored:
-        _add_call(conn, tenant_id, task_id, call)
-        pending.append(_call_event(call))
+        alerts = _add_call(conn, tenant_id, task_id, call, budget)
+        pending += [_call_event(call), *alerts]
     row = _task_row(conn, tenant_id, task_id, lock=True)
     if TaskStatus(row.status).terminal:
         _append(conn, tenant_id, task_id, pending)
         return Finish(task=None, call_stored=call_stored)
     # Calls that never recorded (cancelled, crashed) reserve nothing any more.
     for held in conn.execute(_HELD_KEYS, _task_key(tenant_id, task_id)).scalars().all():
-        _drop_reservation(conn, tenant_id, task_id, held)
+        _drop_reservation(conn, tenant_id, task_id, held, 0)
     key = _task_key(tenant_id, task_id)
     now = _now()
     conn.execute(
@@ -814,10 +987,11 @@ def _node_completed(
     node_id: str,
     output: str,
     call: LLMCallRecord,
+    budget: DayBudget,
 ) -> bool:
     if _call_known(conn, call.call_key):
         return False
-    _add_call(conn, tenant_id, task_id, call)
+    alerts = _add_call(conn, tenant_id, task_id, call, budget)
     usage = call.usage
     conn.execute(
         _COMPLETE_NODE,
@@ -837,7 +1011,12 @@ def _node_completed(
         "completion_tokens": usage.completion_tokens,
         "cost_micro_usd": usage.cost_micro_usd,
     }
-    _append(conn, tenant_id, task_id, [_call_event(call), (EventType.NODE_COMPLETED, completed)])
+    _append(
+        conn,
+        tenant_id,
+        task_id,
+        [_call_event(call), *alerts, (EventType.NODE_COMPLETED, completed)],
+    )
     return True
 
 

@@ -155,7 +155,21 @@ class BudgetReservationRow(Base):
     )
     tenant_id: Mapped[str] = mapped_column(String(64))
     tokens: Mapped[int] = mapped_column(Integer)
+    # The UTC day whose tenant budget holds the tokens (settled there, even after midnight).
+    day: Mapped[str | None] = mapped_column(String(10), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class TenantDayRow(Base):
+    """A tenant's tokens on one UTC day, used and reserved (the limit is configuration:
+    ``budgets.tenant_daily_tokens``)."""
+
+    __tablename__ = "tenant_days"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    used_tokens: Mapped[int] = mapped_column(BigInteger)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger)
 
 
 class TokenUsageRow(Base):
@@ -189,3 +203,4 @@ task_nodes = cast(Table, TaskNodeRow.__table__)
 events = cast(Table, EventRow.__table__)
 token_usage = cast(Table, TokenUsageRow.__table__)
 budget_reservations = cast(Table, BudgetReservationRow.__table__)
+tenant_days = cast(Table, TenantDayRow.__table__)

@@ -237,3 +237,64 @@ async def test_unfinished_tasks_are_capped_even_under_concurrent_submissions(
     await store.finish("capped", page.items[0].id, TaskStatus.CANCELLED)
     assert await submit() is None  # an ended task frees its place
     assert await submit() == "too_many_tasks"
+
+
+@pytest.fixture
+def daily(migrated_engine: AsyncEngine) -> SqlTaskStore:
+    """A store whose tenants may use 1,000 tokens a day, alerting at 80 %."""
+    return SqlTaskStore(migrated_engine, tenant_daily_tokens=1000, alert_threshold=0.8)
+
+
+async def test_the_tenants_day_caps_grants_across_its_tasks(daily: SqlTaskStore) -> None:
+    first, second, third = [await _task(daily, 10_000) for _ in range(3)]
+    assert await daily.reserve_tokens("acme", first, "a", want=800, minimum=50) == 800
+    assert await daily.reserve_tokens("acme", second, "b", want=500, minimum=50) == 200
+    with pytest.raises(BudgetExceeded, match="daily budget of 1000 tokens"):
+        await daily.reserve_tokens("acme", third, "c", want=500, minimum=50)
+    status = await daily.day_budget("acme")
+    assert (status.limit, status.used, status.reserved) == (1000, 0, 1000)
+    other_tenant = new_task_id()
+    await daily.create_task(
+        NewTask(
+            id=other_tenant,
+            tenant_id="globex",
+            session_id=None,
+            query="q",
+            strategy=Strategy.SIMPLE,
+            token_budget=10_000,
+            workflow_id=f"task-{other_tenant}",
+        )
+    )
+    assert await daily.reserve_tokens("globex", other_tenant, "g", want=900, minimum=50) == 900
+
+
+async def test_settling_moves_tokens_from_reserved_to_used(daily: SqlTaskStore) -> None:
+    task_id = await _task(daily, 10_000)
+    await daily.reserve_tokens("acme", task_id, "a", want=500, minimum=50)
+    await daily.reserve_tokens("acme", task_id, "b", want=300, minimum=50)
+    await daily.record_llm_call("acme", task_id, _call("a", 200, 100))
+    await daily.release_tokens("acme", task_id, "b")
+    status = await daily.day_budget("acme")
+    assert (status.used, status.reserved) == (300, 0)
+    task = await daily.get_task("acme", task_id)
+    assert task.usage.total_tokens == 300
+
+
+async def test_crossing_the_alert_threshold_is_an_event_once(daily: SqlTaskStore) -> None:
+    task_id = await _task(daily, 10_000)
+    for key, prompt in (("a", 500), ("b", 250), ("c", 100)):  # 500 → 750 → 850 (> 800)
+        await daily.reserve_tokens("acme", task_id, key, want=prompt, minimum=1)
+        await daily.record_llm_call("acme", task_id, _call(key, prompt - 40, 40))
+    alerts = [e for e in await daily.events_after("acme", task_id, 0) if e.type == "budget.alert"]
+    assert [(a.data["used_tokens"], a.data["limit_tokens"]) for a in alerts] == [(850, 1000)]
+
+
+async def test_a_used_up_day_refuses_new_tasks_until_midnight(daily: SqlTaskStore) -> None:
+    task_id = await _task(daily, 10_000)
+    await daily.reserve_tokens("acme", task_id, "a", want=1000, minimum=1)
+    await daily.record_llm_call("acme", task_id, _call("a", 900, 100))
+    with pytest.raises(RateLimited) as refused:
+        await _task(daily, 10_000)
+    assert refused.value.code == "budget_exhausted"
+    assert 0 < refused.value.retry_after_s <= 86_400
+    assert "resets at" in refused.value.message

@@ -13,7 +13,15 @@ from troupe.storage.tables import Base
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"budget_reservations", "tasks", "sessions", "events", "token_usage", "task_nodes"}
+TABLES = {
+    "budget_reservations",
+    "tenant_days",
+    "tasks",
+    "sessions",
+    "events",
+    "token_usage",
+    "task_nodes",
+}
 
 
 def _tables(conn: Connection) -> set[str]:
