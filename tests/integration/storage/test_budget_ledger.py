@@ -298,3 +298,39 @@ async def test_a_used_up_day_refuses_new_tasks_until_midnight(daily: SqlTaskStor
     assert refused.value.code == "budget_exhausted"
     assert 0 < refused.value.retry_after_s <= 86_400
     assert "resets at" in refused.value.message
+
+
+async def test_two_processes_of_agents_never_settle_more_than_the_budget(
+    empty_database_url: str, migrated_engine: AsyncEngine
+) -> None:
+    import json
+    import sys
+
+    store = SqlTaskStore(migrated_engine)
+    budget, per_call = 2000, 100
+    task_id = await _task(store, budget)
+
+    async def process(tag: str) -> dict[str, int]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.storage.ledger_hammer",
+            empty_database_url,
+            task_id,
+            "25",
+            str(per_call),
+            tag,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await child.communicate()
+        assert child.returncode == 0, err.decode()
+        result: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return result
+
+    one, two = await asyncio.gather(process("one"), process("two"))
+    task = await store.get_task("acme", task_id)
+    assert one["settled"] + two["settled"] == budget // per_call  # 20 fit, 30 refused
+    assert one["refused"] + two["refused"] == 50 - budget // per_call
+    assert task.usage.total_tokens == budget
+    assert await _room(store, task_id) == 0
