@@ -87,7 +87,7 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             tasks={"max_attempts": 2, "heartbeat_timeout_s": 1},
             # A provider error reaches Temporal at once: these tests are about the
             # orchestrator's retries; the router's own have tests of their own.
-            llm={"retry": {"attempts": 1}},
+            llm={"retry": {"attempts": 1}, **overrides.pop("llm", {})},
             **overrides,
         )
         engine = database.create_engine(settings.database_url)

@@ -151,3 +151,26 @@ async def test_cancel_mid_dag_stops_every_running_agent(rig: RigFactory) -> None
         assert team.synthesis == []
         nodes = {n.node_id: n.status for n in await r.store.task_nodes(TENANT, task.id)}
         assert nodes == dict.fromkeys("xyz", NodeStatus.CANCELLED)
+
+
+async def test_a_budget_that_runs_out_mid_dag_keeps_the_finished_nodes(rig: RigFactory) -> None:
+    chain = plan_json(("a", []), ("b", ["a"]), ("c", ["b"]))
+    async with rig(team_provider(Team(plans=[chain])), llm={"max_tokens": 20}) as r:
+        # A first run with room to spare says what each call costs.
+        full = await r.until_ended((await r.submit(strategy=Strategy.DAG, budget=50_000)).id)
+        assert full.status is TaskStatus.COMPLETED
+        used = [e.data for e in await r.events(full.id) if e.type is EventType.LLM_CALL]
+        plan_and_a = sum(c["prompt_tokens"] + c["completion_tokens"] for c in used[:2])
+        # Room for the plan and node a, and for half of node b's prompt.
+        budget = plan_and_a + used[2]["prompt_tokens"] // 2
+        task = await r.until_ended((await r.submit(strategy=Strategy.DAG, budget=budget)).id)
+        assert task.status is TaskStatus.BUDGET_EXCEEDED
+        assert task.error is not None
+        assert task.error.code == "budget_exceeded"
+        assert "node b" in task.error.message
+        assert task.usage.total_tokens == plan_and_a <= budget
+        nodes = {n.node_id: n for n in await r.store.task_nodes(TENANT, task.id)}
+        assert nodes["a"].status is NodeStatus.COMPLETED
+        assert nodes["a"].output == "output of a"  # the partial result stays readable
+        assert nodes["b"].status is NodeStatus.FAILED
+        assert nodes["c"].status in {NodeStatus.PENDING, NodeStatus.CANCELLED}
