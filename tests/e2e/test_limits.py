@@ -60,6 +60,8 @@ def test_a_used_up_daily_budget_refuses_submissions_with_its_reset(tmp_path: Pat
             budgets = client.budgets()
             with pytest.raises(TroupeAPIError) as refused:
                 client.submit_task("And 3+3?", strategy="simple")
+        with httpx.Client(base_url=process.url, trust_env=False) as http:
+            scraped = http.get("/metrics").text
     finally:
         assert process.stop() == 0, process.output()
     assert first.status is TaskStatus.COMPLETED
@@ -71,3 +73,5 @@ def test_a_used_up_daily_budget_refuses_submissions_with_its_reset(tmp_path: Pat
     assert refused.value.status == 429
     assert refused.value.code == "budget_exhausted"
     assert "resets at" in refused.value.message
+    assert 'troupe_budget_daily_utilization_ratio{tenant="local"} 1.0' in scraped
+    assert 'troupe_limit_rejections_total{code="budget_exhausted"} 1.0' in scraped

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from troupe.config import LLMSettings, ModelPrice
 from troupe.domain import ModelTier, Usage
+from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
@@ -115,15 +116,19 @@ class MeteredLLM:
             if cached is not None:
                 return self._hit(ctx, call_key, cached, started)
         prompt = estimate_prompt_tokens(messages)
-        granted = await self._ledger.reserve_tokens(
-            ctx.tenant_id,
-            ctx.task_id,
-            call_key,
-            want=prompt + self._settings.max_tokens,
-            minimum=prompt + 1,
-            # An attempt's first call gives back what earlier, dead attempts still hold.
-            stale_prefix=f"{ctx.activity_key}:" if ctx.activity_key and index == 0 else None,
-        )
+        try:
+            granted = await self._ledger.reserve_tokens(
+                ctx.tenant_id,
+                ctx.task_id,
+                call_key,
+                want=prompt + self._settings.max_tokens,
+                minimum=prompt + 1,
+                # An attempt's first call gives back what earlier, dead attempts still hold.
+                stale_prefix=f"{ctx.activity_key}:" if ctx.activity_key and index == 0 else None,
+            )
+        except BudgetExceeded:
+            metrics.BUDGET_REFUSALS.inc()
+            raise
         if granted - prompt < request.max_tokens:
             # A shorter answer is another request: another cache entry.
             request = request.model_copy(update={"max_tokens": granted - prompt})

@@ -23,6 +23,7 @@ from troupe.errors import (
     TroupeError,
     Unavailable,
 )
+from troupe.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ async def _troupe_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        metrics.LIMIT_REJECTIONS.labels(code=exc.code).inc()
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
     )

@@ -44,6 +44,21 @@ LLM_COST = Counter(
     "Cost of provider calls in micro-dollars.",
     ["provider", "model"],
 )
+BUDGET_DAILY_UTILIZATION = Gauge(
+    "troupe_budget_daily_utilization_ratio",
+    "Share of the tenant's daily token budget used today (UTC), after its latest call.",
+    ["tenant"],
+)
+BUDGET_REFUSALS = Counter(
+    "troupe_budget_refusals_total",
+    "Model calls not made because a budget had no room (task or tenant day).",
+    [],
+)
+LIMIT_REJECTIONS = Counter(
+    "troupe_limit_rejections_total",
+    "API requests answered 429, by code (rate_limited, too_many_tasks, budget_exhausted).",
+    ["code"],
+)
 LLM_CACHE_LOOKUPS = Counter(
     "troupe_llm_cache_lookups_total",
     "Prompt cache lookups by result (hit, miss); a hit replaces a provider call.",

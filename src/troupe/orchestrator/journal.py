@@ -54,7 +54,7 @@ class TaskJournal:
 
     async def llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
         if await self._store.record_llm_call(tenant_id, task_id, call):
-            _count_call(call)
+            await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
 
     async def llm_fallback(self, ctx: CallContext, fallback: Fallback) -> None:
@@ -96,7 +96,7 @@ class TaskJournal:
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
     ) -> None:
         if await self._store.node_completed(tenant_id, task_id, node_id, output, call):
-            _count_call(call)
+            await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
 
     async def nodes_ended_without_output(
@@ -127,7 +127,7 @@ class TaskJournal:
             tenant_id, task_id, status, result=result, error=error, call=call
         )
         if call is not None and ended.call_stored:
-            _count_call(call)
+            await self._counted(tenant_id, call)
         task = ended.task
         if task is None:
             if ended.call_stored:
@@ -146,6 +146,17 @@ class TaskJournal:
             extra={"task_id": task_id, "tenant_id": tenant_id},
         )
         await self._fanout.publish(task_id)
+
+    async def _counted(self, tenant_id: str, call: LLMCallRecord) -> None:
+        """Count a stored call, and show how much of its tenant's day is used."""
+        _count_call(call)
+        if call.cache_hit:
+            return
+        budget = await self._store.day_budget(tenant_id)
+        if budget.limit is not None:
+            metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(
+                budget.used / budget.limit
+            )
 
 
 def _count_call(call: LLMCallRecord) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.integration.orchestrator.rig import TENANT, RigFactory
 from tests.integration.orchestrator.team import Team, plan_json, team_provider
@@ -163,7 +164,11 @@ async def test_a_budget_that_runs_out_mid_dag_keeps_the_finished_nodes(rig: RigF
         plan_and_a = sum(c["prompt_tokens"] + c["completion_tokens"] for c in used[:2])
         # Room for the plan and node a, and for half of node b's prompt.
         budget = plan_and_a + used[2]["prompt_tokens"] // 2
+        refusals = REGISTRY.get_sample_value("troupe_budget_refusals_total") or 0.0
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG, budget=budget)).id)
+        # Node b's call was not made (once per attempt: tasks.max_attempts is 2 here, but
+        # a budget refusal is not retried).
+        assert REGISTRY.get_sample_value("troupe_budget_refusals_total") == refusals + 1
         assert task.status is TaskStatus.BUDGET_EXCEEDED
         assert task.error is not None
         assert task.error.code == "budget_exceeded"
