@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -14,7 +17,7 @@ from troupe.errors import ProviderError
 _RETRYABLE_STATUSES = {408, 409, 425, 429}
 
 
-def status_error(
+def _status_error(
     provider: str,
     status: int,
     detail: str,
@@ -43,7 +46,7 @@ def status_error(
     return ProviderError(message, code="provider_rejected", retryable=False)
 
 
-def transport_error(
+def _transport_error(
     provider: str, *, timed_out: bool, detail: str, secret: SecretStr | None
 ) -> ProviderError:
     """A ProviderError for a call that got no HTTP answer."""
@@ -55,6 +58,33 @@ def transport_error(
     return ProviderError(
         scrub(f"{provider} is unreachable: {detail}", secret), code="provider_unreachable"
     )
+
+
+@contextmanager
+def sdk_failures(provider: str, sdk: Any, secret: SecretStr | None) -> Iterator[None]:
+    """Turn the exceptions of an official SDK (``openai`` or ``anthropic``: generated
+    alike, their classes have the same names and fields) into ProviderErrors."""
+    try:
+        yield
+    except sdk.APIStatusError as exc:
+        raise _status_error(
+            provider,
+            exc.status_code,
+            exc.message,
+            retry_after=exc.response.headers.get("retry-after"),
+            secret=secret,
+        ) from None
+    except sdk.APIConnectionError as exc:
+        raise _transport_error(
+            provider,
+            timed_out=isinstance(exc, sdk.APITimeoutError),
+            detail=str(exc),
+            secret=secret,
+        ) from None
+    except sdk.APIError as exc:  # e.g. an error event in the middle of a stream
+        raise ProviderError(
+            scrub(f"{provider} failed: {exc.message}", secret), code="provider_unavailable"
+        ) from None
 
 
 def scrub(text: str, secret: SecretStr | None) -> str:

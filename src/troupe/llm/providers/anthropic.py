@@ -8,15 +8,9 @@ import anthropic
 from anthropic.types import Message
 from pydantic import SecretStr
 
-from troupe.errors import ProviderError
 from troupe.llm.base import TextSink
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, TokenUsage, ToolCall
-from troupe.llm.providers._http import (
-    scrub,
-    status_error,
-    transport_error,
-    trust_env_proxies,
-)
+from troupe.llm.providers._http import sdk_failures, trust_env_proxies
 
 _FINISH: dict[str, Literal["stop", "length", "tool_calls", "content_filter"]] = {
     "end_turn": "stop",
@@ -55,31 +49,11 @@ class AnthropicProvider:
         self, request: ChatRequest, *, on_text: TextSink | None = None
     ) -> ChatResponse:
         arguments = _arguments(request)
-        try:
+        with sdk_failures(self.name, anthropic, self._secret):
             if on_text is None:
                 message = await self._client.messages.create(**arguments)
             else:
                 message = await self._streamed(arguments, on_text)
-        except anthropic.APIStatusError as exc:
-            raise status_error(
-                self.name,
-                exc.status_code,
-                exc.message,
-                retry_after=exc.response.headers.get("retry-after"),
-                secret=self._secret,
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise transport_error(
-                self.name,
-                timed_out=isinstance(exc, anthropic.APITimeoutError),
-                detail=str(exc),
-                secret=self._secret,
-            ) from None
-        except anthropic.APIError as exc:  # e.g. an error event in the middle of a stream
-            raise ProviderError(
-                scrub(f"{self.name} failed: {exc.message}", self._secret),
-                code="provider_unavailable",
-            ) from None
         return self._response(request, message)
 
     async def _streamed(self, arguments: dict[str, Any], on_text: TextSink) -> Message:

@@ -15,12 +15,7 @@ from troupe.errors import ProviderError
 from troupe.llm.base import TextSink
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, TokenUsage, ToolCall
 from troupe.llm.pricing import estimate_prompt_tokens
-from troupe.llm.providers._http import (
-    scrub,
-    status_error,
-    transport_error,
-    trust_env_proxies,
-)
+from troupe.llm.providers._http import sdk_failures, trust_env_proxies
 
 logger = logging.getLogger(__name__)
 
@@ -66,31 +61,11 @@ class OpenAIProvider:
         self, request: ChatRequest, *, on_text: TextSink | None = None
     ) -> ChatResponse:
         arguments = self._arguments(request)
-        try:
+        with sdk_failures(self.name, openai, self._secret):
             if on_text is None:
                 completion = await self._client.chat.completions.create(**arguments)
             else:
                 completion = await self._streamed(arguments, on_text)
-        except openai.APIStatusError as exc:
-            raise status_error(
-                self.name,
-                exc.status_code,
-                exc.message,
-                retry_after=exc.response.headers.get("retry-after"),
-                secret=self._secret,
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise transport_error(
-                self.name,
-                timed_out=isinstance(exc, openai.APITimeoutError),
-                detail=str(exc),
-                secret=self._secret,
-            ) from None
-        except openai.APIError as exc:  # e.g. an error event in the middle of a stream
-            raise ProviderError(
-                scrub(f"{self.name} failed: {exc.message}", self._secret),
-                code="provider_unavailable",
-            ) from None
         return self._response(request, completion)
 
     async def _streamed(self, arguments: dict[str, Any], on_text: TextSink) -> ChatCompletion:
