@@ -150,13 +150,11 @@ class TaskJournal:
     async def _counted(self, tenant_id: str, call: LLMCallRecord) -> None:
         """Count a stored call, and show how much of its tenant's day is used."""
         _count_call(call)
-        if call.cache_hit:
+        if call.cache_hit or self._store.daily_token_limit is None:
             return
         budget = await self._store.day_budget(tenant_id)
-        if budget.limit is not None:
-            metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(
-                budget.used / budget.limit
-            )
+        assert budget.limit is not None
+        metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(budget.used / budget.limit)
 
 
 def _count_call(call: LLMCallRecord) -> None:

@@ -349,6 +349,11 @@ class SqlTaskStore:
     ) -> Sequence[TaskEvent]:
         return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
 
+    @property
+    def daily_token_limit(self) -> int | None:
+        """Tokens a tenant may use per UTC day (None: unlimited)."""
+        return self._day.limit
+
     async def day_budget(self, tenant_id: str) -> DayBudgetStatus:
         """The tenant's budget for today (UTC): limit, used and reserved tokens."""
         day = _now().date().isoformat()
@@ -504,6 +509,7 @@ _ADD_DAY = (
         reserved_tokens=tenant_days.c.reserved_tokens + bindparam("p_tokens"),
         used_tokens=tenant_days.c.used_tokens + bindparam("p_used"),
     )
+    .returning(tenant_days.c.used_tokens)
 )
 _HELD_KEYS = select(budget_reservations.c.call_key).where(
     budget_reservations.c.task_id == bindparam("p_task"),
@@ -740,15 +746,19 @@ def _reserve_day(
     conn: Connection, tenant_id: str, day: str, want: int, minimum: int, budget: DayBudget
 ) -> int:
     """Reserve up to ``want`` of the tenant's day, at least ``minimum``; the grant."""
-    _ensure_day(conn, tenant_id, day)
-    params = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want}
     if budget.limit is None:
-        conn.execute(_ADD_DAY, {**params, "p_used": 0})
+        _add_day(conn, tenant_id, day, reserved=want, used=0)
         return want
-    if conn.execute(_RESERVE_DAY, {**params, "p_limit": budget.limit}).rowcount:
+    fits = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want, "p_limit": budget.limit}
+    if conn.execute(_RESERVE_DAY, fits).rowcount:
         return want
     row = _day_row(conn, tenant_id, day)
-    assert row is not None
+    if row is None:  # the tenant's first call of the day
+        _create_day(conn, tenant_id, day)
+        if conn.execute(_RESERVE_DAY, fits).rowcount:
+            return want
+        row = _day_row(conn, tenant_id, day)
+        assert row is not None
     room = int(budget.limit - row.used_tokens - row.reserved_tokens)
     grant = min(want, room)
     if grant < minimum:
@@ -756,15 +766,24 @@ def _reserve_day(
             f"the tenant's daily budget of {budget.limit} tokens for {day} (UTC) has "
             f"{max(room, 0)} left; this call needs at least {minimum}",
         )
-    conn.execute(_ADD_DAY, {**params, "p_tokens": grant, "p_used": 0})
+    _add_day(conn, tenant_id, day, reserved=grant, used=0)
     return grant
 
 
-def _ensure_day(conn: Connection, tenant_id: str, day: str) -> None:
-    """The tenant's row for the day exists afterwards, even when concurrent transactions
-    (other tasks of the tenant) create it at the same moment."""
-    if _day_row(conn, tenant_id, day) is not None:
-        return
+def _add_day(conn: Connection, tenant_id: str, day: str, *, reserved: int, used: int) -> int:
+    """Add to the tenant's reserved and used tokens of the day (its row made on first
+    use); the day's used tokens after."""
+    params = {"p_tenant": tenant_id, "p_day": day, "p_tokens": reserved, "p_used": used}
+    after = conn.execute(_ADD_DAY, params).scalar_one_or_none()
+    if after is None:
+        _create_day(conn, tenant_id, day)
+        after = conn.execute(_ADD_DAY, params).scalar_one()
+    return int(after)
+
+
+def _create_day(conn: Connection, tenant_id: str, day: str) -> None:
+    """The tenant's row for the day, unless a concurrent transaction (another task of the
+    tenant) made it first."""
     values = {"tenant_id": tenant_id, "day": day, "used_tokens": 0, "reserved_tokens": 0}
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(dialect_insert(tenant_days).values(values).on_conflict_do_nothing())
@@ -776,10 +795,11 @@ def _day_row(conn: Connection, tenant_id: str, day: str) -> Row[Any] | None:
 
 def _drop_reservation(
     conn: Connection, tenant_id: str, task_id: str, call_key: str, used: int
-) -> str | None:
+) -> tuple[str, int] | None:
     """Settle (``used`` tokens) or release (0) a reservation, once: its tokens stop
     counting as reserved for the task and for the tenant's day, and ``used`` is added to
-    the day's use (the task's own totals are the caller's)."""
+    the day's use (the task's own totals are the caller's). Returns the day and its used
+    tokens after, when the day changed."""
     held = conn.execute(_DROP_RESERVATION, {"p_key": call_key, "p_task": task_id}).one_or_none()
     tokens, day = (int(held.tokens), held.day) if held is not None else (0, None)
     if tokens:
@@ -787,11 +807,7 @@ def _drop_reservation(
     if not tokens and not used:
         return None
     day = day or _now().date().isoformat()
-    _ensure_day(conn, tenant_id, day)
-    conn.execute(
-        _ADD_DAY, {"p_tenant": tenant_id, "p_day": day, "p_tokens": -tokens, "p_used": used}
-    )
-    return day
+    return day, _add_day(conn, tenant_id, day, reserved=-tokens, used=used)
 
 
 def _add_call(
@@ -801,7 +817,7 @@ def _add_call(
     same transaction. Returns the budget alert this call raised, if it crossed the daily
     threshold; its events are the caller's to append."""
     used = call.usage.total_tokens
-    day = _drop_reservation(conn, tenant_id, task_id, call.call_key, used)
+    settled = _drop_reservation(conn, tenant_id, task_id, call.call_key, used)
     conn.execute(
         _INSERT_CALL,
         {
@@ -821,18 +837,18 @@ def _add_call(
         },
     )
     conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
-    return _alert(conn, tenant_id, day, used, budget)
+    return _alert(settled, used, budget)
 
 
 def _alert(
-    conn: Connection, tenant_id: str, day: str | None, used: int, budget: DayBudget
+    settled: tuple[str, int] | None, used: int, budget: DayBudget
 ) -> list[tuple[EventType, dict[str, Any]]]:
     """A ``budget.alert`` when this use took the tenant's day over the threshold."""
-    if budget.limit is None or day is None or not used:
+    if budget.limit is None or settled is None or not used:
         return []
-    row = _day_row(conn, tenant_id, day)
+    day, used_after = settled
     threshold = budget.alert_threshold * budget.limit
-    if row is None or not row.used_tokens - used < threshold <= row.used_tokens:
+    if not used_after - used < threshold <= used_after:
         return []
     return [
         (
@@ -840,7 +856,7 @@ def _alert(
             {
                 "scope": "tenant_day",
                 "day": day,
-                "used_tokens": int(row.used_tokens),
+                "used_tokens": used_after,
                 "limit_tokens": budget.limit,
                 "threshold": budget.alert_threshold,
             },
