@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from tests.fakes import FakeProviderServer, Reply, fake_provider_server, fixture
 from troupe.errors import ProviderError
+from troupe.llm.base import TextSink
 from troupe.llm.messages import (
     ChatMessage,
     ChatRequest,
@@ -66,6 +67,18 @@ def _anthropic(server: FakeProviderServer) -> AnthropicProvider:
 def _request(**changes: object) -> ChatRequest:
     fields: dict[str, object] = {"model": "m-test", "messages": QUESTION, "max_tokens": 64}
     return ChatRequest.model_validate({**fields, **changes})
+
+
+async def _failure(
+    provider: OpenAIProvider | AnthropicProvider, *, on_text: TextSink | None = None
+) -> ProviderError:
+    """The ProviderError a call fails with (the provider is closed afterwards)."""
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(_request(), on_text=on_text)
+    finally:
+        await provider.aclose()
+    return caught.value
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -161,63 +174,50 @@ async def test_openai_429_is_retryable_with_the_servers_retry_after(
     server: FakeProviderServer,
 ) -> None:
     server.script(Reply("openai_error_429", status=429, headers={"retry-after": "0.12"}))
-    provider = _openai(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_rate_limited"
-    assert caught.value.retryable
-    assert caught.value.retry_after_s == pytest.approx(0.12)
-    assert "Rate limit reached" in caught.value.message
+    failure = await _failure(_openai(server))
+    assert failure.code == "provider_rate_limited"
+    assert failure.retryable
+    assert failure.retry_after_s == pytest.approx(0.12)
+    assert "Rate limit reached" in failure.message
     assert len(server.seen) == 1  # the SDK's own retries are off: the router decides
 
 
 async def test_openai_500_is_retryable(server: FakeProviderServer) -> None:
     server.script(Reply("openai_error_500", status=500))
-    provider = _openai(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_unavailable"
-    assert caught.value.retryable
+    failure = await _failure(_openai(server))
+    assert failure.code == "provider_unavailable"
+    assert failure.retryable
 
 
 async def test_openai_timeout_is_retryable(server: FakeProviderServer) -> None:
     server.script(Reply("openai_chat_text", delay_s=1.5))
-    provider = OpenAIProvider(
-        "openai-test", api_key=KEY, base_url=f"{server.base_url}/v1", timeout_s=0.3
+    failure = await _failure(
+        OpenAIProvider("openai-test", api_key=KEY, base_url=f"{server.base_url}/v1", timeout_s=0.3)
     )
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_timeout"
-    assert caught.value.retryable
+    assert failure.code == "provider_timeout"
+    assert failure.retryable
 
 
 async def test_an_error_that_echoes_the_key_is_scrubbed(server: FakeProviderServer) -> None:
     echoed = {"error": {"message": f"Incorrect API key provided: {KEY.get_secret_value()}"}}
     server.script(Reply(echoed, status=401))
-    provider = _openai(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_auth_failed"
-    assert not caught.value.retryable
-    assert KEY.get_secret_value() not in str(caught.value)
-    assert "***" in caught.value.message
+    failure = await _failure(_openai(server))
+    assert failure.code == "provider_auth_failed"
+    assert not failure.retryable
+    assert KEY.get_secret_value() not in str(failure)
+    assert "***" in failure.message
 
 
 async def test_an_unreachable_server_is_retryable() -> None:
     from troupe.orchestrator.devserver import free_port
 
-    provider = OpenAIProvider(
-        "openai-test", api_key=KEY, base_url=f"http://127.0.0.1:{free_port()}/v1", timeout_s=2
+    failure = await _failure(
+        OpenAIProvider(
+            "openai-test", api_key=KEY, base_url=f"http://127.0.0.1:{free_port()}/v1", timeout_s=2
+        )
     )
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_unreachable"
-    assert caught.value.retryable
+    assert failure.code == "provider_unreachable"
+    assert failure.retryable
 
 
 # --------------------------------------------------------------------------- Anthropic
@@ -311,23 +311,17 @@ async def test_anthropic_structured_output_sends_the_schema(server: FakeProvider
 
 async def test_anthropic_overloaded_is_retryable(server: FakeProviderServer) -> None:
     server.script(Reply("anthropic_error_529", status=529))
-    provider = _anthropic(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_unavailable"
-    assert caught.value.retryable
+    failure = await _failure(_anthropic(server))
+    assert failure.code == "provider_unavailable"
+    assert failure.retryable
     assert len(server.seen) == 1
 
 
 async def test_anthropic_bad_key_is_not_retryable(server: FakeProviderServer) -> None:
     server.script(Reply("anthropic_error_401", status=401))
-    provider = _anthropic(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request())
-    await provider.aclose()
-    assert caught.value.code == "provider_auth_failed"
-    assert not caught.value.retryable
+    failure = await _failure(_anthropic(server))
+    assert failure.code == "provider_auth_failed"
+    assert not failure.retryable
 
 
 # --------------------------------------------------------------------------- streaming
@@ -372,9 +366,6 @@ async def test_anthropic_streams_text_and_still_reports_usage(server: FakeProvid
 
 async def test_a_stream_refused_up_front_maps_like_any_answer(server: FakeProviderServer) -> None:
     server.script(Reply("openai_error_429", status=429, headers={"retry-after": "1"}))
-    provider = _openai(server)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(_request(), on_text=Pieces())
-    await provider.aclose()
-    assert caught.value.code == "provider_rate_limited"
-    assert caught.value.retry_after_s == 1.0
+    failure = await _failure(_openai(server), on_text=Pieces())
+    assert failure.code == "provider_rate_limited"
+    assert failure.retry_after_s == 1.0

@@ -22,18 +22,26 @@ def store(migrated_engine: AsyncEngine) -> SqlTaskStore:
     return SqlTaskStore(migrated_engine)
 
 
-async def _task(store: SqlTaskStore, budget: int) -> str:
+async def _task(
+    store: SqlTaskStore,
+    budget: int,
+    *,
+    tenant: str = "acme",
+    session_id: str | None = None,
+    max_active: int | None = None,
+) -> str:
     task_id = new_task_id()
     await store.create_task(
         NewTask(
             id=task_id,
-            tenant_id="acme",
-            session_id=None,
+            tenant_id=tenant,
+            session_id=session_id,
             query="q",
             strategy=Strategy.SIMPLE,
             token_budget=budget,
             workflow_id=f"task-{task_id}",
-        )
+        ),
+        max_active=max_active,
     )
     return task_id
 
@@ -152,18 +160,7 @@ async def test_usage_summary_groups_by_day_model_and_session(store: SqlTaskStore
     from datetime import UTC, datetime, timedelta
 
     alone = await _task(store, 10_000)
-    in_session = new_task_id()
-    await store.create_task(
-        NewTask(
-            id=in_session,
-            tenant_id="acme",
-            session_id="chat-1",
-            query="q",
-            strategy=Strategy.SIMPLE,
-            token_budget=10_000,
-            workflow_id=f"task-{in_session}",
-        )
-    )
+    in_session = await _task(store, 10_000, session_id="chat-1")
     await store.record_llm_call("acme", alone, _call("a1", 100, 10))
     await store.record_llm_call("acme", in_session, _call("b1", 200, 20))
     other = LLMCallRecord(
@@ -178,17 +175,7 @@ async def test_usage_summary_groups_by_day_model_and_session(store: SqlTaskStore
     await store.record_llm_call("acme", in_session, other)
     foreign = await _task(store, 10_000)
     await store.finish("acme", foreign, TaskStatus.CANCELLED)
-    await store.create_task(
-        NewTask(
-            id=new_task_id(),
-            tenant_id="globex",
-            session_id=None,
-            query="q",
-            strategy=Strategy.SIMPLE,
-            token_budget=10_000,
-            workflow_id="w-globex",
-        )
-    )
+    await _task(store, 10_000, tenant="globex")
 
     today = datetime.now(UTC).date()
     summary = await store.usage_summary("acme", today - timedelta(days=1), today)
@@ -212,20 +199,8 @@ async def test_unfinished_tasks_are_capped_even_under_concurrent_submissions(
 ) -> None:
     async def submit() -> str | None:
         """None when accepted, else the refusal's code."""
-        task_id = new_task_id()
         try:
-            await store.create_task(
-                NewTask(
-                    id=task_id,
-                    tenant_id="capped",
-                    session_id=None,
-                    query="q",
-                    strategy=Strategy.SIMPLE,
-                    token_budget=100,
-                    workflow_id=f"task-{task_id}",
-                ),
-                max_active=5,
-            )
+            await _task(store, 100, tenant="capped", max_active=5)
         except RateLimited as exc:
             return exc.code
         return None
@@ -253,18 +228,7 @@ async def test_the_tenants_day_caps_grants_across_its_tasks(daily: SqlTaskStore)
         await daily.reserve_tokens("acme", third, "c", want=500, minimum=50)
     status = await daily.day_budget("acme")
     assert (status.limit, status.used, status.reserved) == (1000, 0, 1000)
-    other_tenant = new_task_id()
-    await daily.create_task(
-        NewTask(
-            id=other_tenant,
-            tenant_id="globex",
-            session_id=None,
-            query="q",
-            strategy=Strategy.SIMPLE,
-            token_budget=10_000,
-            workflow_id=f"task-{other_tenant}",
-        )
-    )
+    other_tenant = await _task(daily, 10_000, tenant="globex")
     assert await daily.reserve_tokens("globex", other_tenant, "g", want=900, minimum=50) == 900
 
 
