@@ -229,10 +229,11 @@ def server_settings(case: Case) -> dict[str, str]:
 
 
 async def _drive(
-    run: CaseRun, base_url: str, timeout_s: float, gone: Callable[[], str | None]
+    run: CaseRun, base_url: str, api_key: str, timeout_s: float, gone: Callable[[], str | None]
 ) -> None:
     case = run.case
-    async with AsyncTroupeClient(base_url, transport=httpx.AsyncHTTPTransport()) as client:
+    transport = httpx.AsyncHTTPTransport()
+    async with AsyncTroupeClient(base_url, api_key=api_key, transport=transport) as client:
         if run.warmup:
             run.warmup_outcomes = await run_stage(
                 client, 0, run.warmup, case.in_flight, timeout_s, gone
@@ -267,7 +268,7 @@ def run_case(
             f"[{case.name}] ready after {run.ready_s:.2f} s; {warmup} warm-up tasks, then "
             f"{tasks} tasks, {case.in_flight} in flight, {case.latency_ms} ms per LLM call"
         )
-        asyncio.run(_drive(run, server.base_url, args.task_timeout, gone))
+        asyncio.run(_drive(run, server.base_url, server.api_key, args.task_timeout, gone))
         if gone_now := gone():
             raise BenchError(gone_now)
     except BenchError as exc:

@@ -34,6 +34,8 @@ from typing import TypeVar
 
 import httpx
 
+from troupe.auth.dev import read_dev_key
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
@@ -153,6 +155,14 @@ class ServeProcess:
         self.settings = dict(settings or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.dropped_env: list[str] = []  # inherited TROUPE_* names not passed on
+
+    @property
+    def api_key(self) -> str:
+        """The embedded dev tenant's key, which `troupe serve` makes on start."""
+        key = read_dev_key(self.data_dir)
+        if key is None:
+            raise RuntimeError(f"troupe serve wrote no dev key in {self.data_dir}")
+        return key
 
     def _env(self) -> dict[str, str]:
         # A launcher must hand the caller's environment on (PATH, HOME, ...); inherited

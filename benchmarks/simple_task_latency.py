@@ -127,8 +127,10 @@ def _run_one_sync(client: TroupeClient, index: int, timeout_s: float) -> Sample:
     return _sample(task_id, final, began)
 
 
-def run_sequential(base_url: str, first: int, count: int, timeout_s: float) -> list[Sample]:
-    with TroupeClient(base_url, transport=httpx.HTTPTransport()) as client:
+def run_sequential(
+    base_url: str, api_key: str, first: int, count: int, timeout_s: float
+) -> list[Sample]:
+    with TroupeClient(base_url, api_key=api_key, transport=httpx.HTTPTransport()) as client:
         return [_run_one_sync(client, first + i, timeout_s) for i in range(count)]
 
 
@@ -154,10 +156,11 @@ async def _run_one_async(client: AsyncTroupeClient, index: int, timeout_s: float
 
 
 async def _run_concurrent(
-    base_url: str, first: int, count: int, concurrency: int, timeout_s: float
+    base_url: str, api_key: str, first: int, count: int, concurrency: int, timeout_s: float
 ) -> list[Sample]:
     """K workers share one client; each takes the next task until ``count`` are done."""
-    async with AsyncTroupeClient(base_url, transport=httpx.AsyncHTTPTransport()) as client:
+    transport = httpx.AsyncHTTPTransport()
+    async with AsyncTroupeClient(base_url, api_key=api_key, transport=transport) as client:
 
         async def job(index: int) -> Sample:
             return await _run_one_async(client, index, timeout_s)
@@ -166,9 +169,9 @@ async def _run_concurrent(
 
 
 def run_concurrent(
-    base_url: str, first: int, count: int, concurrency: int, timeout_s: float
+    base_url: str, api_key: str, first: int, count: int, concurrency: int, timeout_s: float
 ) -> list[Sample]:
-    return asyncio.run(_run_concurrent(base_url, first, count, concurrency, timeout_s))
+    return asyncio.run(_run_concurrent(base_url, api_key, first, count, concurrency, timeout_s))
 
 
 # --------------------------------------------------------------------------- report
@@ -285,10 +288,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run(args: argparse.Namespace, base_url: str, first: int, count: int) -> list[Sample]:
+def _run(args: argparse.Namespace, server: ServeProcess, first: int, count: int) -> list[Sample]:
+    url, key = server.base_url, server.api_key
     if args.concurrency == 1:
-        return run_sequential(base_url, first, count, args.task_timeout)
-    return run_concurrent(base_url, first, count, args.concurrency, args.task_timeout)
+        return run_sequential(url, key, first, count, args.task_timeout)
+    return run_concurrent(url, key, first, count, args.concurrency, args.task_timeout)
 
 
 @dataclass
@@ -307,10 +311,10 @@ def measure(
     ready_s = server.wait_ready(timeout_s=args.ready_timeout).ready - launched
     note(f"troupe serve ready at {server.base_url} after {ready_s:.2f} s; warming up")
     if args.warmup:
-        _run(args, server.base_url, 0, args.warmup)
+        _run(args, server, 0, args.warmup)
     note(f"measuring {args.tasks} tasks at concurrency {args.concurrency}")
     began = time.perf_counter()
-    samples = _run(args, server.base_url, args.warmup, args.tasks)
+    samples = _run(args, server, args.warmup, args.tasks)
     elapsed_s = time.perf_counter() - began
     assert server.process is not None
     if server.process.poll() is not None:

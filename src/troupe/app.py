@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from troupe.auth.authenticator import Authenticator
 from troupe.config import LLMSettings, ProviderSettings, Settings
 from troupe.errors import Unavailable
 from troupe.llm.base import LLMProvider
@@ -25,6 +26,7 @@ from troupe.storage.database import create_engine
 from troupe.storage.kv.base import EventFanout, RateLimiter
 from troupe.storage.kv.memory import MemoryEventFanout, MemoryRateLimiter
 from troupe.storage.repositories import SqlTaskStore
+from troupe.storage.tenancy import TenantDirectory
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
 
@@ -37,6 +39,8 @@ class Services:
 
     settings: Settings
     store: SqlTaskStore
+    directory: TenantDirectory
+    authenticator: Authenticator
     fanout: EventFanout
     rate_limiter: RateLimiter
     router: LLMRouter
@@ -47,15 +51,18 @@ class Services:
 
     @classmethod
     async def from_settings(cls, settings: Settings, *, temporal_address: str) -> Services:
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            echo=settings.database.echo,
+        )
         store = SqlTaskStore(
-            create_engine(
-                settings.database_url,
-                pool_size=settings.database.pool_size,
-                echo=settings.database.echo,
-            ),
+            engine,
             tenant_daily_tokens=settings.budgets.tenant_daily_tokens,
             alert_threshold=settings.budgets.alert_threshold,
         )
+        directory = TenantDirectory(engine)
+        authenticator = Authenticator.from_settings(directory, settings)
         fanout = build_fanout(settings)
         rate_limiter = build_rate_limiter(settings)
         router = build_router(settings)
@@ -70,7 +77,17 @@ class Services:
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
         return cls(
-            settings, store, fanout, rate_limiter, router, prompt_cache, journal, client, launcher
+            settings,
+            store,
+            directory,
+            authenticator,
+            fanout,
+            rate_limiter,
+            router,
+            prompt_cache,
+            journal,
+            client,
+            launcher,
         )
 
     def worker(self) -> Worker:
@@ -89,6 +106,7 @@ class Services:
             await self.prompt_cache.aclose()
         await self.fanout.aclose()
         await self.rate_limiter.aclose()
+        await self.directory.aclose()
         await self.store.aclose()
 
 

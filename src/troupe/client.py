@@ -4,10 +4,14 @@ Event streams are followed with resume: when the connection drops, the client
 reconnects with ``Last-Event-ID`` and continues after the last event it saw, so no
 event is lost or repeated. Every non-2xx answer raises :class:`TroupeAPIError`
 carrying the server's stable error ``code``.
+
+Every request carries the API key (or JWT) given as ``api_key``, else the one in the
+``TROUPE_API_KEY`` environment variable.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
@@ -29,6 +33,12 @@ from troupe.gateway.schemas import (
 from troupe.orchestrator.report import ReplayReport
 
 _STREAM_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
+API_KEY_ENV = "TROUPE_API_KEY"
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    key = api_key or os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class TroupeAPIError(Exception):
@@ -126,10 +136,16 @@ class AsyncTroupeClient:
         self,
         base_url: str,
         *,
+        api_key: str | None = None,
         timeout_s: float = 30,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_auth_headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+        )
 
     async def __aenter__(self) -> AsyncTroupeClient:
         return self
@@ -271,10 +287,16 @@ class TroupeClient:
         self,
         base_url: str,
         *,
+        api_key: str | None = None,
         timeout_s: float = 30,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=_auth_headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+        )
 
     def __enter__(self) -> TroupeClient:
         return self

@@ -73,11 +73,47 @@ class EventSettings(_Section):
 
 
 class LimitSettings(_Section):
-    """Per tenant: a token bucket for API requests, and a cap on unfinished tasks."""
+    """Per tenant: a token bucket for API requests, and a cap on unfinished tasks.
+    The ``key_`` limits apply to each API key on top (None: only the tenant's); a
+    tenant or a key may carry its own values (``troupe tenant``/``troupe key``)."""
 
     requests_per_s: float = Field(default=200, gt=0)
     burst: int = Field(default=400, ge=1)
     max_concurrent_tasks: int = Field(default=200, ge=1)
+    key_requests_per_s: float | None = Field(default=None, gt=0)
+    key_burst: int | None = Field(default=None, ge=1)
+    key_max_concurrent_tasks: int | None = Field(default=None, ge=1)
+
+
+class JwtSettings(_Section):
+    """Bearer JWTs as an alternative to API keys, from an identity provider."""
+
+    enabled: bool = False
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    # HS256: the shared secret, read from this environment variable (never from here).
+    secret_env: str = Field(default="TROUPE_JWT_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # RS256: the identity provider's public key (PEM file).
+    public_key_file: Path | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    tenant_claim: str = "tenant"
+    roles_claim: str = "roles"
+    leeway_s: float = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _rs256_has_a_key(self) -> JwtSettings:
+        if self.enabled and self.algorithm == "RS256" and self.public_key_file is None:
+            raise ValueError("RS256 needs public_key_file")
+        return self
+
+
+class AuthSettings(_Section):
+    """Every API request (but health and metrics) carries an API key or a JWT."""
+
+    # `troupe serve` with the embedded Temporal creates the tenant `local` and a key for
+    # it (printed, and saved in data_dir/dev-api-key). Production roles never do.
+    dev_tenant: bool = True
+    jwt: JwtSettings = JwtSettings()
 
 
 class BudgetSettings(_Section):
@@ -280,6 +316,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     tasks: TaskSettings = TaskSettings()
     limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
     budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()

@@ -7,6 +7,8 @@ only when it is true). ``gateway/errors.py`` is the only place that maps them to
     TroupeError
     ├── ConfigError          invalid settings; fails at start-up
     ├── InvalidInput         the request is wrong; fix it and retry
+    ├── Unauthenticated      no credentials, or not valid ones
+    ├── Forbidden            valid credentials, but not allowed
     ├── NotFound             no such thing (or not yours)
     ├── Conflict             the thing is in a state that forbids the action
     ├── Unavailable          a dependency (database, Temporal) cannot be reached now
@@ -41,6 +43,14 @@ class ConfigError(TroupeError):
 
 class InvalidInput(TroupeError):
     code = "invalid_request"
+
+
+class Unauthenticated(TroupeError):
+    code = "auth_required"
+
+
+class Forbidden(TroupeError):
+    code = "forbidden"
 
 
 class NotFound(TroupeError):

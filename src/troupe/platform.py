@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 from temporalio.worker import Worker
 
 from troupe.app import Services
+from troupe.auth.dev import ensure_dev_key
 from troupe.config import Settings
 from troupe.errors import ConfigError
 from troupe.gateway.app import create_app
@@ -41,6 +42,8 @@ class RunningPlatform:
     services: Services
     base_url: str | None
     devserver: TemporalDevServer | None
+    # The embedded default's tenant key (auth.dev_tenant); None in production roles.
+    dev_api_key: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -72,8 +75,13 @@ async def running_platform(
         assert address is not None
         services = await Services.from_settings(settings, temporal_address=address)
         try:
+            dev_key = None
+            if all_in_one and settings.embedded and settings.auth.dev_tenant:
+                dev_key = await ensure_dev_key(services.directory, settings.data_dir)
             async with _worker(services, enabled=worker), _api(services, enabled=api) as url:
-                yield RunningPlatform(services=services, base_url=url, devserver=devserver)
+                yield RunningPlatform(
+                    services=services, base_url=url, devserver=devserver, dev_api_key=dev_key
+                )
         finally:
             await services.aclose()
     finally:

@@ -22,5 +22,5 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TroupeProcess]:
 
 @pytest.fixture
 def client(served: TroupeProcess) -> Iterator[TroupeClient]:
-    with TroupeClient(served.url) as c:
+    with TroupeClient(served.url, api_key=served.api_key) as c:
         yield c

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from troupe.auth.dev import read_dev_key
 from troupe.orchestrator.devserver import free_port
 
 TROUPE = str(Path(sys.executable).parent / "troupe")
@@ -40,6 +41,21 @@ class TroupeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_key(self) -> str:
+        """The embedded dev tenant's key (`troupe serve` makes it on start), unless the
+        test gave one (``TROUPE_API_KEY`` in ``env``)."""
+        if "TROUPE_API_KEY" in self.env:
+            return self.env["TROUPE_API_KEY"]
+        key = read_dev_key(Path(self.env["TROUPE_DATA_DIR"]))
+        assert key is not None, f"troupe {self.role} made no dev key"
+        return key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate a raw HTTP request as the process's key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def start(self, *, wait_ready: bool = True, timeout_s: float = 30) -> TroupeProcess:
         with self.log.open("ab") as log:

@@ -80,6 +80,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
 def test_bad_request_gets_a_json_error_with_a_stable_code(
     served: TroupeProcess, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
+    kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), **served.auth}}
     response = httpx.request(method, served.url + path, timeout=10, **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
@@ -89,7 +90,7 @@ def test_bad_request_gets_a_json_error_with_a_stable_code(
 
 
 def test_a_bad_last_event_id_is_refused(served: TroupeProcess) -> None:
-    with httpx.Client(base_url=served.url) as http:
+    with httpx.Client(base_url=served.url, headers=served.auth) as http:
         task = http.post(TASKS, json={"query": "ok"}).json()
         response = http.get(
             f"{TASKS}/{task['id']}/events", headers={"Last-Event-ID": "not-a-number"}
@@ -99,7 +100,7 @@ def test_a_bad_last_event_id_is_refused(served: TroupeProcess) -> None:
 
 
 def test_rejected_submissions_create_no_task(served: TroupeProcess) -> None:
-    with httpx.Client(base_url=served.url) as http:
+    with httpx.Client(base_url=served.url, headers=served.auth) as http:
         before = len(http.get(TASKS, params={"limit": 200}).json()["items"])
         for _, path, kwargs, _, _ in CASES:
             if path == TASKS and "json" in kwargs:

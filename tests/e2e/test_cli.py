@@ -30,8 +30,13 @@ def _troupe(
     )
 
 
+def _as(served: TroupeProcess) -> dict[str, str]:
+    """The environment of a CLI call against ``served``: its key."""
+    return {"TROUPE_API_KEY": served.api_key}
+
+
 def test_run_against_a_server_prints_result_tokens_and_cost(served: TroupeProcess) -> None:
-    done = _troupe("run", "--server", served.url, "What is durable execution?", env={})
+    done = _troupe("run", "--server", served.url, "What is durable execution?", env=_as(served))
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert "completed" in output
@@ -50,7 +55,9 @@ def test_run_without_a_server_uses_an_ephemeral_embedded_platform(tmp_path: Path
 
 
 def test_run_refused_by_the_server_exits_non_zero(served: TroupeProcess) -> None:
-    done = _troupe("run", "--server", served.url, "x", "--token-budget", "99999999", env={})
+    done = _troupe(
+        "run", "--server", served.url, "x", "--token-budget", "99999999", env=_as(served)
+    )
     assert done.returncode == 1
     assert "budget_too_large" in done.stderr
 
@@ -83,7 +90,7 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
 def test_replay_a_finished_task_through_the_server_and_from_an_export(
     served: TroupeProcess, tmp_path: Path
 ) -> None:
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         task = client.wait(client.submit_task("Weigh two options", strategy="dag").id)
         report = client.replay_task(task.id)
     assert report.deterministic
@@ -91,11 +98,13 @@ def test_replay_a_finished_task_through_the_server_and_from_an_export(
     assert report.nodes
     assert all(n.equal for n in report.nodes)
 
-    done = _troupe("replay", task.id, "--server", served.url, env={})
+    done = _troupe("replay", task.id, "--server", served.url, env=_as(served))
     assert done.returncode == 0, done.stderr
     assert "verdict: consistent" in done.stdout
 
-    exported = _troupe("replay", task.id, "--server", served.url, "--export", str(tmp_path), env={})
+    exported = _troupe(
+        "replay", task.id, "--server", served.url, "--export", str(tmp_path), env=_as(served)
+    )
     assert exported.returncode == 0, exported.stderr
     (saved,) = tmp_path.glob("*.json")
     offline = _troupe("replay", "--file", str(saved), "--json", env={})
@@ -106,7 +115,7 @@ def test_replay_a_finished_task_through_the_server_and_from_an_export(
 
 
 def test_replaying_an_unfinished_or_unknown_task_is_refused(served: TroupeProcess) -> None:
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         waiting = client.submit_task("hold on", require_approval=True)
         deadline = time.monotonic() + 30
         while client.get_task(waiting.id).status != "awaiting_approval":
@@ -116,7 +125,7 @@ def test_replaying_an_unfinished_or_unknown_task_is_refused(served: TroupeProces
             client.replay_task(waiting.id)
         assert (caught.value.status, caught.value.code) == (409, "task_not_ended")
         client.reject_task(waiting.id, reason="test over")
-    done = _troupe("replay", "tsk_" + "0" * 24, "--server", served.url, env={})
+    done = _troupe("replay", "tsk_" + "0" * 24, "--server", served.url, env=_as(served))
     assert done.returncode == 1
     assert "task_not_found" in done.stderr
 
@@ -130,7 +139,7 @@ def test_replay_against_an_unreachable_server_says_so() -> None:
 
 
 def test_a_react_task_replays_consistently(served: TroupeProcess) -> None:
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         task = client.wait(client.submit_task("What is 6 * 7?", strategy="react").id)
         assert task.status == "completed"
         assert task.result is not None

@@ -100,20 +100,20 @@ class AsyncDropFirstStream(httpx.AsyncBaseTransport):
 
 
 def test_sync_client_resumes_after_a_drop(served: TroupeProcess) -> None:
-    with TroupeClient(served.url) as plain:
+    with TroupeClient(served.url, api_key=served.api_key) as plain:
         task_id = plain.wait(plain.submit_task("drop me").id).id
     transport = DropFirstStream(keep=2)
-    with TroupeClient(served.url, transport=transport) as client:
+    with TroupeClient(served.url, api_key=served.api_key, transport=transport) as client:
         seqs = [e.seq for e in client.follow(task_id)]
     assert seqs == [1, 2, 3, 4]
     assert transport.resumed_from == ["0", "2"]
 
 
 async def test_async_client_resumes_after_a_drop(served: TroupeProcess) -> None:
-    async with AsyncTroupeClient(served.url) as plain:
+    async with AsyncTroupeClient(served.url, api_key=served.api_key) as plain:
         task_id = (await plain.wait((await plain.submit_task("drop me too")).id)).id
     transport = AsyncDropFirstStream(keep=3)
-    async with AsyncTroupeClient(served.url, transport=transport) as client:
+    async with AsyncTroupeClient(served.url, api_key=served.api_key, transport=transport) as client:
         seqs = [e.seq async for e in client.follow(task_id)]
     assert seqs == [1, 2, 3, 4]
     assert transport.resumed_from == ["0", "3"]

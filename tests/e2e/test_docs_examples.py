@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -37,7 +38,12 @@ def test_python_example_runs(served: TroupeProcess, where: str, code: str, tmp_p
     script = tmp_path / "example.py"
     script.write_text(code.replace("http://127.0.0.1:8080", served.url))
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=REPO
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "TROUPE_API_KEY": served.api_key},
     )
     assert done.returncode == 0, f"{where} failed:\n{done.stderr}"
     for expected in re.findall(r"#\s*(\d{3} [a-z_]+)\s*$", code, re.MULTILINE):

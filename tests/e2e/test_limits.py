@@ -28,7 +28,7 @@ def test_over_the_request_rate_or_the_task_cap_answers_429(tmp_path: Path) -> No
         log=tmp_path / "serve.log",
     ).start()
     try:
-        with httpx.Client(base_url=process.url, trust_env=False) as http:
+        with httpx.Client(base_url=process.url, headers=process.auth, trust_env=False) as http:
             first = http.post("/api/v1/tasks", json={"query": "a slow one", "strategy": "simple"})
             second = http.post("/api/v1/tasks", json={"query": "one more", "strategy": "simple"})
             reads = [http.get("/api/v1/tasks") for _ in range(2)]
@@ -54,7 +54,7 @@ def test_a_used_up_daily_budget_refuses_submissions_with_its_reset(tmp_path: Pat
         log=tmp_path / "serve.log",
     ).start()
     try:
-        with TroupeClient(process.url) as client:
+        with TroupeClient(process.url, api_key=process.api_key) as client:
             first = client.wait(client.submit_task("What is 2+2?", strategy="simple").id)
             alerts = [e for e in client.follow(first.id) if e.type == "budget.alert"]
             budgets = client.budgets()

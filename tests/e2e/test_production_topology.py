@@ -22,9 +22,10 @@ pytestmark = pytest.mark.e2e
 
 
 class Topology:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, api_key: str) -> None:
         self.env = env
         self.logs = logs
+        self.api_key = api_key
         self.processes: list[TroupeProcess] = []
 
     def start(self, role: str, name: str, **extra_env: str) -> TroupeProcess:
@@ -55,21 +56,24 @@ def topology(
         "TROUPE_TASKS__HEARTBEAT_TIMEOUT_S": "1",
         "TROUPE_LOG__LEVEL": "WARNING",
     }
-    upgrade = subprocess.run(
-        [TROUPE, "db", "upgrade"],
-        env=child_env(env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert upgrade.returncode == 0, upgrade.stderr
-    topo = Topology(env, tmp_path)
+    for command in (["db", "upgrade"], ["tenant", "create", "prod"]):
+        done = _troupe(command, env)
+        assert done.returncode == 0, done.stderr
+    # Production has no implicit tenant: the operator makes one and a key for it.
+    key = _troupe(["key", "create", "--tenant", "prod"], env)
+    assert key.returncode == 0, key.stderr
+    topo = Topology(env, tmp_path, key.stdout.strip())
     try:
         yield topo
     finally:
         topo.stop_all()
         asyncio.run(drop_database(database_url, postgres_url))
+
+
+def _troupe(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TROUPE, *args], env=child_env(env), cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def _all_running(client: TroupeClient, ids: list[str], timeout_s: float = 30) -> None:
@@ -86,7 +90,10 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
     metrics_ports = free_port(), free_port()
     topology.start("worker", "worker-a", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[0]))
     topology.start("worker", "worker-b", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[1]))
-    with TroupeClient(api_a.url) as a, TroupeClient(api_b.url) as b:
+    with (
+        TroupeClient(api_a.url, api_key=topology.api_key) as a,
+        TroupeClient(api_b.url, api_key=topology.api_key) as b,
+    ):
         via_a = a.submit_task("submitted through A")
         via_b = b.submit_task("submitted through B")
         # Each task's stream is followed through the API that did not accept it.
@@ -97,6 +104,11 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
             assert events[-1] == "task.completed"
         assert a.get_task(via_b.id).result
         assert b.get_task(via_a.id).result
+    # No implicit tenant, no bypass: without a key the API refuses, and no dev key exists.
+    anonymous = httpx.get(f"{api_a.url}/api/v1/tasks")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "auth_required"
+    assert not (Path(topology.env["TROUPE_DATA_DIR"]) / "dev-api-key").exists()
     # Task outcomes are counted where they happen: in the workers' own /metrics.
     finished = 0.0
     for port in metrics_ports:
@@ -110,7 +122,10 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
 def test_killing_an_api_and_a_worker_loses_no_accepted_task(topology: Topology) -> None:
     api_a, api_b = topology.start("api", "api-a"), topology.start("api", "api-b")
     worker_a = topology.start("worker", "worker-a")
-    with TroupeClient(api_a.url) as a, TroupeClient(api_b.url) as b:
+    with (
+        TroupeClient(api_a.url, api_key=topology.api_key) as a,
+        TroupeClient(api_b.url, api_key=topology.api_key) as b,
+    ):
         accepted = [(a if n % 2 else b).submit_task(f"task {n}").id for n in range(6)]
         _all_running(b, accepted)  # all of them are in worker A's hands now
         api_a.kill()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_a_repeated_task_costs_nothing_and_an_opted_out_one_pays(served: TroupeProcess) -> None:
     query = f"Name three uses of a cache ({secrets.token_hex(4)})"
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         first = client.wait(client.submit_task(query, strategy="simple").id)
         again = client.wait(client.submit_task(query, strategy="simple").id)
         fresh = client.wait(client.submit_task(query, strategy="simple", cache=False).id)

@@ -24,7 +24,7 @@ TROUPE = Path(sys.executable).parent / "troupe"
 
 
 def test_the_providers_endpoint_shows_breakers_and_tiers(served: TroupeProcess) -> None:
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         answer = client.providers()
     assert [(p.name, p.kind, p.breaker, p.healthy) for p in answer.providers] == [
         ("simulation", "simulation", "closed", True)
@@ -38,7 +38,7 @@ def test_troupe_providers_prints_them(served: TroupeProcess) -> None:
         [str(TROUPE), "providers", "--server", served.url, "--json"],
         capture_output=True,
         text=True,
-        env=child_env({}),
+        env=child_env({"TROUPE_API_KEY": served.api_key}),
         timeout=60,
         check=False,
     )
@@ -48,7 +48,7 @@ def test_troupe_providers_prints_them(served: TroupeProcess) -> None:
         [str(TROUPE), "providers", "--server", served.url],
         capture_output=True,
         text=True,
-        env=child_env({}),
+        env=child_env({"TROUPE_API_KEY": served.api_key}),
         timeout=60,
         check=False,
     )
@@ -94,7 +94,7 @@ def test_a_planted_key_reaches_the_provider_and_nothing_else(
     process = _serve_with_fake_openai(tmp_path, fake_llm, key)
     seen_outputs: list[str] = []
     try:
-        with TroupeClient(process.url) as client:
+        with TroupeClient(process.url, api_key=process.api_key) as client:
             fake_llm.script(Reply("openai_chat_stream_text"))
             done = client.wait(client.submit_task("What is 2+2?", strategy="simple").id)
             assert done.status is TaskStatus.COMPLETED

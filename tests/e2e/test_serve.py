@@ -121,7 +121,7 @@ def _until_status(client: TroupeClient, task_id: str, status: str, timeout_s: fl
 def test_a_slow_task_is_cancelled(slow_serve: TroupeProcess) -> None:
     slow_serve.start()
     try:
-        with TroupeClient(slow_serve.url) as client:
+        with TroupeClient(slow_serve.url, api_key=slow_serve.api_key) as client:
             task = client.submit_task("take your time")
             _until_status(client, task.id, "running")
             began = time.monotonic()
@@ -136,7 +136,7 @@ def test_a_slow_task_is_cancelled(slow_serve: TroupeProcess) -> None:
 
 def test_a_crashed_serve_loses_no_task_and_leaves_no_orphan(slow_serve: TroupeProcess) -> None:
     slow_serve.start()
-    with TroupeClient(slow_serve.url) as client:
+    with TroupeClient(slow_serve.url, api_key=slow_serve.api_key) as client:
         task = client.submit_task("survive a crash")
         _until_status(client, task.id, "running")
     children = psutil.Process(slow_serve.pid).children(recursive=True)
@@ -148,7 +148,7 @@ def test_a_crashed_serve_loses_no_task_and_leaves_no_orphan(slow_serve: TroupePr
 
     slow_serve.start()  # same data dir and port: the workflow resumes
     try:
-        with TroupeClient(slow_serve.url) as client:
+        with TroupeClient(slow_serve.url, api_key=slow_serve.api_key) as client:
             ended = client.wait(task.id)
             assert ended.status == "completed"
             assert ended.result
@@ -210,7 +210,7 @@ def test_a_dag_survives_a_crash_mid_nodes_without_counting_any_node_twice(
         log=tmp_path / "serve.log",
     )
     serve.start()
-    with TroupeClient(serve.url) as client:
+    with TroupeClient(serve.url, api_key=serve.api_key) as client:
         task = client.submit_task("survive a crash in the middle", strategy="dag")
         deadline = time.monotonic() + 30
         while not any(n.status == "running" for n in client.get_task(task.id).nodes):
@@ -219,7 +219,7 @@ def test_a_dag_survives_a_crash_mid_nodes_without_counting_any_node_twice(
     serve.kill()  # mid-nodes: their calls are in flight, nothing of theirs is recorded
     serve.start()
     try:
-        with TroupeClient(serve.url) as client:
+        with TroupeClient(serve.url, api_key=serve.api_key) as client:
             ended = client.wait(task.id)
             assert ended.status == "completed", ended.error
             final = client.get_task(task.id)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_usage_sums_equal_the_reported_usage_of_the_calls(served: TroupeProcess) -> None:
-    with TroupeClient(served.url) as client:
+    with TroupeClient(served.url, api_key=served.api_key) as client:
         before = client.usage()
         tasks = [
             client.wait(client.submit_task(f"{query} {secrets.token_hex(3)}", strategy=kind).id)
@@ -55,7 +55,7 @@ def _tokens(data: dict[str, object]) -> dict[str, int]:
 
 def test_a_backwards_range_is_refused(served: TroupeProcess) -> None:
     today = datetime.now(UTC).date()
-    with httpx.Client(base_url=served.url, trust_env=False) as http:
+    with httpx.Client(base_url=served.url, headers=served.auth, trust_env=False) as http:
         backwards = http.get(
             "/api/v1/usage",
             params={"since": today.isoformat(), "until": (today - timedelta(days=1)).isoformat()},

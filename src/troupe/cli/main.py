@@ -9,12 +9,13 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import uvloop
 from rich.console import Console
 
+from troupe.cli.tenancy import key_app, tenant_app
 from troupe.config import Settings, load_settings
 from troupe.errors import TroupeError
 from troupe.observability.logging import configure_logging
@@ -29,7 +30,10 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Troupe: multi-agent platform")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
 console = Console(stderr=True)
+_T = TypeVar("_T")
 
 ConfigOption = Annotated[
     Path | None,
@@ -40,6 +44,25 @@ ConfigOption = Annotated[
         help="YAML config (default config/multi-agent.yaml)",
     ),
 ]
+
+
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TROUPE_API_KEY",
+        help="API key or token (default: the embedded dev key in data_dir)",
+        show_default=False,
+    ),
+]
+
+
+def _api_key(given: str | None, config: Path | None) -> str | None:
+    """The key to call a server with: the one given, else the embedded dev key."""
+    if given:
+        return given
+    from troupe.auth.dev import read_dev_key
+
+    return read_dev_key(_settings(config).data_dir)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -66,6 +89,15 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> None:
     except TroupeError as exc:
         raise _fail(exc) from exc
     raise typer.Exit(code)
+
+
+def _run_value(main: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a command's coroutine for its value; a TroupeError exits 1 with its message."""
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
+    except TroupeError as exc:
+        raise _fail(exc) from exc
 
 
 async def _until_signalled() -> None:
@@ -102,6 +134,16 @@ def _serve_role(config: Path | None, *, api: bool, worker: bool, **overrides: An
                 f"[green]Troupe ready[/green]{where} ({roles}; {engine}) "
                 f"in {time.perf_counter() - began:.2f}s"
             )
+            if platform.dev_api_key is not None:
+                from troupe.auth.dev import DEV_TENANT, dev_key_path
+
+                console.print(
+                    f"dev tenant [bold]{DEV_TENANT}[/bold], API key "
+                    f"[bold]{platform.dev_api_key}[/bold] (saved in "
+                    f"{dev_key_path(settings.data_dir)}; the troupe CLI uses it)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             # Everything built so far lives as long as the process: keep the garbage
             # collector from re-scanning it on every collection (shorter pauses).
             gc.freeze()
@@ -163,13 +205,17 @@ def run(
     ] = None,
     session_id: Annotated[str | None, typer.Option(help="Session to continue")] = None,
     token_budget: Annotated[int | None, typer.Option(help="Most tokens this task may use")] = None,
+    api_key: ApiKeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Submit a task, show its progress live, print its result, tokens and cost."""
     from troupe.cli.progress import follow_and_render
 
     if server is not None:
-        _run(lambda: follow_and_render(server, query, session_id, token_budget, console))
+        key = _api_key(api_key, config)
+        _run(
+            lambda: follow_and_render(server, query, session_id, token_budget, console, api_key=key)
+        )
         return
     with tempfile.TemporaryDirectory(prefix="troupe-run-") as scratch:
         # An ephemeral platform: its own state, a free port, gone when the run ends.
@@ -187,7 +233,14 @@ async def _run_embedded(
     async with running_platform(settings, api=True, worker=True) as platform:
         console.print(f"embedded Troupe ready in {time.perf_counter() - began:.2f}s")
         assert platform.base_url is not None
-        return await follow_and_render(platform.base_url, query, session_id, token_budget, console)
+        return await follow_and_render(
+            platform.base_url,
+            query,
+            session_id,
+            token_budget,
+            console,
+            api_key=platform.dev_api_key,
+        )
 
 
 @app.command()
@@ -204,6 +257,7 @@ def replay(
         list[Path] | None, typer.Option(help="Replay a saved history file (no server needed)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+    api_key: ApiKeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Replay tasks' workflow histories against this code: a determinism and consistency
@@ -220,9 +274,10 @@ def replay(
     if server is None:
         settings = _settings(config)
         server = f"http://{settings.server.host}:{settings.server.port}"
+    key = _api_key(api_key, config)
     if export is not None:
-        raise typer.Exit(export_histories(server, task_ids, export, console=console))
-    _run(lambda: replay_tasks(server, task_ids, as_json=as_json, console=console))
+        raise typer.Exit(export_histories(server, task_ids, export, api_key=key, console=console))
+    _run(lambda: replay_tasks(server, task_ids, api_key=key, as_json=as_json, console=console))
 
 
 @app.command()
@@ -232,6 +287,7 @@ def providers(
         typer.Option(envvar="TROUPE_SERVER_URL", help="URL of a running Troupe (default: config)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+    api_key: ApiKeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """The model providers of a running Troupe, their circuit breakers, and the tiers."""
@@ -244,7 +300,7 @@ def providers(
         settings = _settings(config)
         server = f"http://{settings.server.host}:{settings.server.port}"
     try:
-        with TroupeClient(server) as client:
+        with TroupeClient(server, api_key=_api_key(api_key, config)) as client:
             answer = client.providers()
     except TroupeAPIError as exc:
         console.print(f"[red]{exc}[/red]")

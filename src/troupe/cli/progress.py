@@ -50,9 +50,11 @@ async def follow_and_render(
     session_id: str | None,
     token_budget: int | None,
     console: Console,
+    *,
+    api_key: str | None,
 ) -> int:
     """Submit, stream events live, then print the result; exit code 0 only on success."""
-    async with AsyncTroupeClient(base_url) as client:
+    async with AsyncTroupeClient(base_url, api_key=api_key) as client:
         try:
             task = await client.submit_task(query, session_id=session_id, token_budget=token_budget)
         except TroupeAPIError as exc:

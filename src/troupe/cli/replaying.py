@@ -22,9 +22,11 @@ def _print(reports: list[ReplayReport], *, as_json: bool, console: Console) -> i
     return 0 if all(r.consistent for r in reports) else 1
 
 
-async def replay_tasks(server: str, task_ids: list[str], *, as_json: bool, console: Console) -> int:
+async def replay_tasks(
+    server: str, task_ids: list[str], *, api_key: str | None, as_json: bool, console: Console
+) -> int:
     reports = []
-    async with AsyncTroupeClient(server) as client:
+    async with AsyncTroupeClient(server, api_key=api_key) as client:
         for task_id in task_ids:
             try:
                 reports.append(await client.replay_task(task_id))
@@ -37,9 +39,11 @@ async def replay_tasks(server: str, task_ids: list[str], *, as_json: bool, conso
     return _print(reports, as_json=as_json, console=console)
 
 
-def export_histories(server: str, task_ids: list[str], directory: Path, *, console: Console) -> int:
+def export_histories(
+    server: str, task_ids: list[str], directory: Path, *, api_key: str | None, console: Console
+) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    with TroupeClient(server) as client:
+    with TroupeClient(server, api_key=api_key) as client:
         for task_id in task_ids:
             try:
                 exported = client.task_history(task_id)

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from troupe.app import Services
+from troupe.auth.principal import Principal
 from troupe.config import Settings
 from troupe.errors import RateLimited
 from troupe.orchestrator.launcher import TaskLauncher
 from troupe.storage.repositories import SqlTaskStore
-
-# Until authentication arrives every request acts for the embedded local tenant.
-LOCAL_TENANT = "local"
 
 
 async def _services(request: Request) -> Services:
@@ -28,22 +26,40 @@ async def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _tenant(services: ServicesDep) -> str:
-    """The tenant a request acts for, once it is within the tenant's request rate."""
-    tenant = LOCAL_TENANT
-    limits = services.settings.limits
-    wait = await services.rate_limiter.take(
-        f"tenant:{tenant}", rate=limits.requests_per_s, burst=limits.burst
-    )
+async def _principal(
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """Who the request acts for, once authenticated and within its request rates."""
+    principal = await services.authenticator.authenticate(authorization)
+    limits = principal.limits
+    await _take(services, f"tenant:{principal.tenant_id}", limits.requests_per_s, limits.burst)
+    if principal.key_id is not None and limits.key_requests_per_s is not None:
+        assert limits.key_burst is not None
+        await _take(
+            services, f"key:{principal.key_id}", limits.key_requests_per_s, limits.key_burst
+        )
+    return principal
+
+
+async def _take(services: Services, bucket: str, rate: float, burst: int) -> None:
+    wait = await services.rate_limiter.take(bucket, rate=rate, burst=burst)
     if wait > 0:
+        who = "this tenant" if bucket.startswith("tenant:") else "this API key"
         raise RateLimited(
-            f"more than {limits.requests_per_s:g} requests per second "
-            f"(burst {limits.burst}) for this tenant",
+            f"more than {rate:g} requests per second (burst {burst}) for {who}",
             retry_after_s=wait,
         )
-    return tenant
 
 
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+async def _tenant(principal: PrincipalDep) -> str:
+    return principal.tenant_id
+
+
+# The tenant of the authenticated caller: every read and write is scoped to it.
 TenantDep = Annotated[str, Depends(_tenant)]
 
 

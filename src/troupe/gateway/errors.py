@@ -16,11 +16,13 @@ from troupe.errors import (
     BudgetExceeded,
     ConfigError,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     ProviderError,
     RateLimited,
     TroupeError,
+    Unauthenticated,
     Unavailable,
 )
 from troupe.observability import metrics
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[TroupeError], int]] = [
     (InvalidInput, 422),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (BudgetExceeded, 429),
@@ -71,6 +75,9 @@ async def _troupe_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         metrics.LIMIT_REJECTIONS.labels(code=exc.code).inc()
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+        metrics.AUTH_FAILURES.labels(code=exc.code).inc()
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
     )

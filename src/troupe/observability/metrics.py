@@ -54,6 +54,12 @@ BUDGET_REFUSALS = Counter(
     "Model calls not made because a budget had no room (task or tenant day).",
     [],
 )
+AUTH_FAILURES = Counter(
+    "troupe_auth_failures_total",
+    "API requests answered 401, by code (auth_required, auth_malformed, auth_invalid, "
+    "auth_revoked, auth_expired).",
+    ["code"],
+)
 LIMIT_REJECTIONS = Counter(
     "troupe_limit_rejections_total",
     "API requests answered 429, by code (rate_limited, too_many_tasks, budget_exhausted).",

@@ -150,11 +150,13 @@ class TaskJournal:
     async def _counted(self, tenant_id: str, call: LLMCallRecord) -> None:
         """Count a stored call, and show how much of its tenant's day is used."""
         _count_call(call)
-        if call.cache_hit or self._store.daily_token_limit is None:
+        if call.cache_hit:
             return
         budget = await self._store.day_budget(tenant_id)
-        assert budget.limit is not None
-        metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(budget.used / budget.limit)
+        if budget.limit is not None:
+            metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(
+                budget.used / budget.limit
+            )
 
 
 def _count_call(call: LLMCallRecord) -> None:

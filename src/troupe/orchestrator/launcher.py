@@ -60,10 +60,16 @@ class TaskLauncher:
         token_budget: int,
         require_approval: bool = False,
         use_cache: bool = True,
+        user_id: str | None = None,
+        api_key_id: str | None = None,
+        max_active: int | None = None,
+        key_max_active: int | None = None,
     ) -> Task:
         """Store the task, then start its workflow; the task is accepted only once both hold.
 
-        ``strategy`` None lets complexity routing choose.
+        ``strategy`` None lets complexity routing choose. ``max_active`` (default
+        ``limits.max_concurrent_tasks``) and ``key_max_active`` cap the unfinished tasks
+        of the tenant and of the submitting key.
         """
         judge = strategy is None and self._settings.orchestrator.complexity_judge
         if strategy is None:
@@ -78,8 +84,11 @@ class TaskLauncher:
                 strategy=strategy,
                 token_budget=token_budget,
                 workflow_id=f"task-{task_id}",
+                user_id=user_id,
+                api_key_id=api_key_id,
             ),
-            max_active=self._settings.limits.max_concurrent_tasks,
+            max_active=max_active or self._settings.limits.max_concurrent_tasks,
+            key_max_active=key_max_active,
         )
         try:
             await self._client.start_workflow(

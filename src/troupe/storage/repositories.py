@@ -56,6 +56,7 @@ from troupe.storage.tables import (
     task_nodes,
     tasks,
     tenant_days,
+    tenants,
     token_usage,
 )
 
@@ -75,6 +76,8 @@ class NewTask:
     strategy: Strategy
     token_budget: int
     workflow_id: str
+    user_id: str | None = None
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +111,15 @@ class NodeStart:
 
 @dataclass(frozen=True, slots=True)
 class DayBudget:
-    """The tenants' daily token budget (None: unlimited) and its alert threshold."""
+    """The tenants' daily token budget (None: unlimited) and its alert threshold; a
+    tenant's own ``daily_tokens`` replaces the default."""
 
     limit: int | None
     alert_threshold: float
+
+    def limit_for(self, conn: Connection, tenant_id: str) -> int | None:
+        own = conn.execute(_TENANT_DAILY_TOKENS, {"p_tenant": tenant_id}).scalar_one_or_none()
+        return int(own) if own is not None else self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +176,19 @@ class SqlTaskStore:
     async def ping(self) -> None:
         await self._tx.read(lambda conn: conn.execute(select(1)).scalar_one())
 
-    async def create_task(self, new: NewTask, *, max_active: int | None = None) -> Task:
+    async def create_task(
+        self, new: NewTask, *, max_active: int | None = None, key_max_active: int | None = None
+    ) -> Task:
         """Insert a queued task (and its session if new) with its ``submitted`` event.
 
         ``max_active``: refuse (RateLimited, ``too_many_tasks``) when the tenant already
-        has that many unfinished tasks; checked in the same transaction, serialized per
-        tenant, so concurrent submissions cannot slip past it together.
+        has that many unfinished tasks; ``key_max_active`` likewise for the task's API
+        key. Checked in the same transaction, serialized per tenant, so concurrent
+        submissions cannot slip past it together.
         """
         postgres = self._tx.dialect == "postgresql"
-        return await self._tx.write(_create_task, new, _now(), max_active, postgres, self._day)
+        limits = (max_active, key_max_active)
+        return await self._tx.write(_create_task, new, _now(), limits, postgres, self._day)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -349,22 +361,9 @@ class SqlTaskStore:
     ) -> Sequence[TaskEvent]:
         return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
 
-    @property
-    def daily_token_limit(self) -> int | None:
-        """Tokens a tenant may use per UTC day (None: unlimited)."""
-        return self._day.limit
-
     async def day_budget(self, tenant_id: str) -> DayBudgetStatus:
         """The tenant's budget for today (UTC): limit, used and reserved tokens."""
-        day = _now().date().isoformat()
-        row = await self._tx.read(_day_row, tenant_id, day)
-        return DayBudgetStatus(
-            day=day,
-            limit=self._day.limit,
-            used=int(row.used_tokens) if row is not None else 0,
-            reserved=int(row.reserved_tokens) if row is not None else 0,
-            alert_threshold=self._day.alert_threshold,
-        )
+        return await self._tx.read(_day_status, tenant_id, _now().date().isoformat(), self._day)
 
     async def usage_summary(self, tenant_id: str, since: date, until: date) -> UsageSummary:
         """The tenant's metered calls from ``since`` to ``until`` (UTC days, both
@@ -493,6 +492,7 @@ _DAY_KEY = (
     tenant_days.c.day == bindparam("p_day"),
 )
 # The common case in one statement: the whole want fits in the day's limit.
+_TENANT_DAILY_TOKENS = select(tenants.c.daily_tokens).where(tenants.c.id == bindparam("p_tenant"))
 _RESERVE_DAY = (
     update(tenant_days)
     .where(
@@ -572,33 +572,48 @@ _ACTIVE_TASKS = select(func.count()).where(
     tasks.c.tenant_id == bindparam("p_tenant"),
     tasks.c.status.in_([s.value for s in TaskStatus if not s.terminal]),
 )
+_ACTIVE_KEY_TASKS = _ACTIVE_TASKS.where(tasks.c.api_key_id == bindparam("p_key"))
 
 
 def _create_task(
     conn: Connection,
     new: NewTask,
     now: datetime,
-    max_active: int | None,
+    limits: tuple[int | None, int | None],
     postgres: bool,
     budget: DayBudget,
 ) -> Task:
-    if budget.limit is not None:
+    limit = budget.limit_for(conn, new.tenant_id)
+    if limit is not None:
         today = _day_row(conn, new.tenant_id, now.date().isoformat())
-        if today is not None and today.used_tokens + today.reserved_tokens >= budget.limit:
+        if today is not None and today.used_tokens + today.reserved_tokens >= limit:
             midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
             raise RateLimited(
-                f"the tenant's daily budget of {budget.limit} tokens is used up; it resets "
+                f"the tenant's daily budget of {limit} tokens is used up; it resets "
                 f"at {midnight.isoformat()}",
                 code="budget_exhausted",
                 retry_after_s=(midnight - now).total_seconds(),
             )
+    max_active, key_max_active = limits
+    if key_max_active is None or new.api_key_id is None:
+        key_max_active = None
+    if postgres and (max_active is not None or key_max_active is not None):
+        # SQLite writers are serialized already (BEGIN IMMEDIATE)
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(new.tenant_id))))
     if max_active is not None:
-        if postgres:  # SQLite writers are serialized already (BEGIN IMMEDIATE)
-            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(new.tenant_id))))
         active = conn.execute(_ACTIVE_TASKS, {"p_tenant": new.tenant_id}).scalar_one()
         if active >= max_active:
             raise RateLimited(
                 f"{active} tasks of this tenant are unfinished; at most {max_active} at once",
+                code="too_many_tasks",
+                retry_after_s=1.0,
+            )
+    if key_max_active is not None:
+        params = {"p_tenant": new.tenant_id, "p_key": new.api_key_id}
+        active = conn.execute(_ACTIVE_KEY_TASKS, params).scalar_one()
+        if active >= key_max_active:
+            raise RateLimited(
+                f"{active} tasks of this API key are unfinished; at most {key_max_active} at once",
                 code="too_many_tasks",
                 retry_after_s=1.0,
             )
@@ -613,6 +628,8 @@ def _create_task(
         "status": TaskStatus.QUEUED.value,
         "token_budget": new.token_budget,
         "workflow_id": new.workflow_id,
+        "user_id": new.user_id,
+        "api_key_id": new.api_key_id,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_micro_usd": 0,
@@ -746,10 +763,11 @@ def _reserve_day(
     conn: Connection, tenant_id: str, day: str, want: int, minimum: int, budget: DayBudget
 ) -> int:
     """Reserve up to ``want`` of the tenant's day, at least ``minimum``; the grant."""
-    if budget.limit is None:
+    limit = budget.limit_for(conn, tenant_id)
+    if limit is None:
         _add_day(conn, tenant_id, day, reserved=want, used=0)
         return want
-    fits = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want, "p_limit": budget.limit}
+    fits = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want, "p_limit": limit}
     if conn.execute(_RESERVE_DAY, fits).rowcount:
         return want
     row = _day_row(conn, tenant_id, day)
@@ -759,11 +777,11 @@ def _reserve_day(
             return want
         row = _day_row(conn, tenant_id, day)
         assert row is not None
-    room = int(budget.limit - row.used_tokens - row.reserved_tokens)
+    room = int(limit - row.used_tokens - row.reserved_tokens)
     grant = min(want, room)
     if grant < minimum:
         raise BudgetExceeded(
-            f"the tenant's daily budget of {budget.limit} tokens for {day} (UTC) has "
+            f"the tenant's daily budget of {limit} tokens for {day} (UTC) has "
             f"{max(room, 0)} left; this call needs at least {minimum}",
         )
     _add_day(conn, tenant_id, day, reserved=grant, used=0)
@@ -787,6 +805,17 @@ def _create_day(conn: Connection, tenant_id: str, day: str) -> None:
     values = {"tenant_id": tenant_id, "day": day, "used_tokens": 0, "reserved_tokens": 0}
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(dialect_insert(tenant_days).values(values).on_conflict_do_nothing())
+
+
+def _day_status(conn: Connection, tenant_id: str, day: str, budget: DayBudget) -> DayBudgetStatus:
+    row = _day_row(conn, tenant_id, day)
+    return DayBudgetStatus(
+        day=day,
+        limit=budget.limit_for(conn, tenant_id),
+        used=int(row.used_tokens) if row is not None else 0,
+        reserved=int(row.reserved_tokens) if row is not None else 0,
+        alert_threshold=budget.alert_threshold,
+    )
 
 
 def _day_row(conn: Connection, tenant_id: str, day: str) -> Row[Any] | None:
@@ -837,17 +866,24 @@ def _add_call(
         },
     )
     conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
-    return _alert(settled, used, budget)
+    return _alert(conn, tenant_id, settled, used, budget)
 
 
 def _alert(
-    settled: tuple[str, int] | None, used: int, budget: DayBudget
+    conn: Connection,
+    tenant_id: str,
+    settled: tuple[str, int] | None,
+    used: int,
+    budget: DayBudget,
 ) -> list[tuple[EventType, dict[str, Any]]]:
     """A ``budget.alert`` when this use took the tenant's day over the threshold."""
-    if budget.limit is None or settled is None or not used:
+    if settled is None or not used:
+        return []
+    limit = budget.limit_for(conn, tenant_id)
+    if limit is None:
         return []
     day, used_after = settled
-    threshold = budget.alert_threshold * budget.limit
+    threshold = budget.alert_threshold * limit
     if not used_after - used < threshold <= used_after:
         return []
     return [
@@ -857,7 +893,7 @@ def _alert(
                 "scope": "tenant_day",
                 "day": day,
                 "used_tokens": used_after,
-                "limit_tokens": budget.limit,
+                "limit_tokens": limit,
                 "threshold": budget.alert_threshold,
             },
         )

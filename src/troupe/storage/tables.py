@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,55 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class TenantRow(Base):
+    """A customer: its data is walled off from every other tenant's. The nullable
+    limits override configuration (``limits``, ``budgets``) for this tenant."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_task_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requests_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent_tasks: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ApiKeyRow(Base):
+    """An API key: only its public prefix (the lookup) and a SHA-256 of the whole key
+    are stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("users.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    requests_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent_tasks: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class SessionRow(Base):
     __tablename__ = "sessions"
 
@@ -72,6 +122,7 @@ class TaskRow(Base):
     __table_args__ = (
         Index("ix_tasks_tenant_status_seq", "tenant_id", "status", "seq"),
         Index("ix_tasks_tenant_session_seq", "tenant_id", "session_id", "seq"),
+        Index("ix_tasks_tenant_key_status", "tenant_id", "api_key_id", "status"),
     )
 
     # seq orders tasks for keyset pagination; id is the public identifier.
@@ -100,6 +151,9 @@ class TaskRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Who submitted it: the user (a key's user or a JWT's subject) and the API key.
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # The validated plan (dag strategy), as the planner wrote it.
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -197,6 +251,9 @@ class TokenUsageRow(Base):
 
 
 # The tables themselves, for Core statements (the store's hot path skips the ORM).
+tenants = cast(Table, TenantRow.__table__)
+users = cast(Table, UserRow.__table__)
+api_keys = cast(Table, ApiKeyRow.__table__)
 sessions = cast(Table, SessionRow.__table__)
 tasks = cast(Table, TaskRow.__table__)
 task_nodes = cast(Table, TaskNodeRow.__table__)

@@ -14,6 +14,9 @@ from troupe.storage.tables import Base
 pytestmark = pytest.mark.integration
 
 TABLES = {
+    "tenants",
+    "users",
+    "api_keys",
     "budget_reservations",
     "tenant_days",
     "tasks",

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi import APIRouter
 
-from troupe.gateway.deps import SettingsDep, StoreDep, TenantDep
+from troupe.gateway.deps import PrincipalDep, SettingsDep, StoreDep
 from troupe.gateway.routes.tasks import ERRORS
 from troupe.gateway.schemas import BudgetsView, DayBudgetView, TaskBudgetView
 
@@ -14,10 +14,10 @@ router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
 
 
 @router.get("", response_model=BudgetsView, responses=ERRORS)
-async def budgets(tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> BudgetsView:
+async def budgets(principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> BudgetsView:
     """Today's tokens of the tenant (used, reserved by calls in flight, left) against its
     daily budget, which resets at midnight UTC; and what one task may ask for."""
-    status = await store.day_budget(tenant)
+    status = await store.day_budget(principal.tenant_id)
     day = date.fromisoformat(status.day)
     limit = status.limit
     return BudgetsView(
@@ -34,7 +34,9 @@ async def budgets(tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> 
             alerting=limit is not None and status.used >= status.alert_threshold * limit,
         ),
         task=TaskBudgetView(
-            default_token_budget=settings.tasks.default_token_budget,
-            max_token_budget=settings.tasks.max_token_budget,
+            default_token_budget=min(
+                settings.tasks.default_token_budget, principal.limits.max_task_tokens
+            ),
+            max_token_budget=principal.limits.max_task_tokens,
         ),
     )

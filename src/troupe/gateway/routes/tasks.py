@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from troupe.domain import Strategy, TaskStatus
 from troupe.errors import InvalidInput, NotFound
-from troupe.gateway.deps import LauncherDep, SettingsDep, StoreDep, TenantDep
+from troupe.gateway.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, TenantDep
 from troupe.gateway.errors import error_body
 from troupe.gateway.schemas import (
     SESSION_ID_PATTERN,
@@ -44,7 +44,7 @@ def checked_task_id(task_id: str) -> str:
 async def submit_task(
     body: TaskCreate,
     response: Response,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     launcher: LauncherDep,
     settings: SettingsDep,
 ) -> TaskView:
@@ -57,20 +57,25 @@ async def submit_task(
             f"query has {len(body.query)} characters; at most {limits.max_query_chars} allowed",
             code="query_too_long",
         )
-    budget = body.token_budget or limits.default_token_budget
-    if budget > limits.max_token_budget:
+    cap = principal.limits.max_task_tokens
+    budget = body.token_budget or min(limits.default_token_budget, cap)
+    if budget > cap:
         raise InvalidInput(
-            f"token_budget {budget} exceeds the maximum of {limits.max_token_budget}",
+            f"token_budget {budget} exceeds this tenant's maximum of {cap}",
             code="budget_too_large",
         )
     task = await launcher.submit(
-        tenant_id=tenant,
+        tenant_id=principal.tenant_id,
         query=body.query,
         session_id=body.session_id,
         strategy=None if body.strategy == "auto" else Strategy(body.strategy),
         token_budget=budget,
         require_approval=body.require_approval,
         use_cache=body.cache,
+        user_id=principal.user_id,
+        api_key_id=principal.key_id,
+        max_active=principal.limits.max_concurrent_tasks,
+        key_max_active=principal.limits.key_max_concurrent_tasks,
     )
     view = TaskView.of(task)
     response.headers["Location"] = view.links.self
