@@ -118,3 +118,21 @@ class TroupeProcess:
             self.process.kill()
             self.process.wait(10)
             raise
+
+
+def operator(process: TroupeProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`troupe ARGS` run by an operator against the process's storage (same settings)."""
+    return subprocess.run(
+        [TROUPE, *args], env=process.env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def new_tenant_key(
+    process: TroupeProcess, tenant: str, *tenant_options: str, key_options: tuple[str, ...] = ()
+) -> str:
+    """A new tenant of ``process`` (unless it exists) and a new key for it."""
+    made = operator(process, "tenant", "create", tenant, *tenant_options)
+    assert made.returncode == 0 or "tenant_exists" in made.stderr, made.stderr
+    key = operator(process, "key", "create", "--tenant", tenant, *key_options)
+    assert key.returncode == 0, key.stderr
+    return key.stdout.strip()
