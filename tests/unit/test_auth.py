@@ -52,7 +52,8 @@ def test_malformed_keys_do_not_parse(bad: str) -> None:
 
 
 def _hs256(**claims: Any) -> str:
-    return jwt.encode({"exp": int(time.time()) + 60, **claims}, SECRET, algorithm="HS256")
+    # Long-lived: the parametrized cases are made at collection, minutes before they run.
+    return jwt.encode({"exp": int(time.time()) + 86400, **claims}, SECRET, algorithm="HS256")
 
 
 def test_a_valid_hs256_token_names_tenant_subject_and_role() -> None:
@@ -71,7 +72,7 @@ def test_a_valid_hs256_token_names_tenant_subject_and_role() -> None:
         (_hs256(tenant=""), "auth_invalid", "'tenant' claim"),
         (
             jwt.encode(
-                {"tenant": "acme", "exp": int(time.time()) + 60}, "t" * 40, algorithm="HS256"
+                {"tenant": "acme", "exp": int(time.time()) + 86400}, "t" * 40, algorithm="HS256"
             ),
             "auth_invalid",
             "Signature",
