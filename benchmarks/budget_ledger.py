@@ -1,14 +1,14 @@
-"""The token ledger alone: reserve + settle pairs against one hot task budget.
+"""The budget ledger alone: reserve + settle pairs against one hot set of budgets.
 
 For each backend (SQLite, the embedded default; PostgreSQL 16 from ``pgserver``), a
-fresh database gets one task whose budget is sized so that the run spends a large part
-of it. Then 2 processes of 25 asyncio clients each (50 clients) loop for ``--seconds``:
-reserve ``PER_CALL`` tokens (``SqlTaskStore.reserve_tokens``, the tenant's daily budget
-included), then record a call that used exactly the grant (``record_llm_call``, which
-settles), and time the pair with ``perf_counter``. A refused reservation (the budget is
-spent) counts as refused and the client stops. Meanwhile the parent reads the task
-every 100 ms and checks the invariant: used tokens never above the budget. At the end:
-used == settled pairs × PER_CALL, nothing left reserved.
+fresh database gets one task. Then 2 processes of 25 asyncio clients each (50 clients)
+loop for ``--seconds``: reserve ``PER_CALL`` tokens and their micro-dollars against the
+same three budgets, the task's, its session's and its tenant's UTC day
+(``SqlTaskStore.reserve``), then record a call that used exactly the grant
+(``record_llm_call``, which settles), and time the pair with ``perf_counter``. A
+refused reservation (the budget is spent) counts as refused and the client stops.
+Meanwhile the parent reads the task every 100 ms and checks the invariant: used tokens
+never above the budget. At the end: used == settled pairs × PER_CALL.
 
 A pair here is the whole production path: the settle is the recording of the call
 (usage row, task totals, tenant day, ``llm.call`` event), all on one hot task row.
@@ -41,7 +41,8 @@ from stats import PERCENTILE_METHOD, summarize
 from troupe.domain import Strategy, Usage
 from troupe.errors import BudgetExceeded
 from troupe.storage import database
-from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore
+from troupe.storage.ledger import Ask, Budget
+from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore, day_counter
 
 PER_CALL = 100
 CLIENTS_PER_PROCESS = 25
@@ -50,11 +51,26 @@ TARGET_PAIRS_PER_S = 2000.0
 TASK_ID = "tsk_00000000000000000ledger0"
 
 
-async def client_process(url: str, seconds: float, tag: str) -> dict[str, Any]:
+def hot_budgets(budget: int) -> list[Budget]:
+    """The three budgets every call draws on: the task's, its session's, the tenant's day."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    return [
+        Budget(f"task:{TASK_ID}", budget, budget),
+        Budget("session:bench:s1", budget, budget),
+        Budget(day_counter("bench", today), budget, budget),
+    ]
+
+
+# Each call asks for PER_CALL tokens at 1 µ$ per token: 100 µ$ of money besides.
+ASK = Ask(
+    prompt_tokens=PER_CALL - 1, answer_tokens=1, input_price=1_000_000, output_price=1_000_000
+)
+
+
+async def client_process(url: str, seconds: float, tag: str, budget: int) -> dict[str, Any]:
     """One process's clients; returns pair latencies (ms) and counts."""
-    store = SqlTaskStore(
-        database.create_engine(url, pool_size=CLIENTS_PER_PROCESS), tenant_daily_tokens=None
-    )
+    store = SqlTaskStore(database.create_engine(url, pool_size=CLIENTS_PER_PROCESS))
+    budgets = hot_budgets(budget)
     latencies: list[float] = []
     refused = 0
     deadline = time.monotonic() + seconds
@@ -67,13 +83,15 @@ async def client_process(url: str, seconds: float, tag: str) -> dict[str, Any]:
             i += 1
             started = time.perf_counter()
             try:
-                grant = await store.reserve_tokens(
-                    "bench", TASK_ID, key, want=PER_CALL, minimum=PER_CALL
-                )
+                grant = await store.reserve("bench", TASK_ID, key, budgets=budgets, ask=ASK)
             except BudgetExceeded:
                 refused += 1
                 return
-            usage = Usage(prompt_tokens=grant - 10, completion_tokens=10, cost_micro_usd=1)
+            usage = Usage(
+                prompt_tokens=grant.tokens - 10,
+                completion_tokens=10,
+                cost_micro_usd=grant.micro_usd,
+            )
             call = LLMCallRecord(
                 call_key=key,
                 provider="bench",
@@ -95,7 +113,7 @@ async def client_process(url: str, seconds: float, tag: str) -> dict[str, Any]:
 async def run_backend(url: str, seconds: float, budget: int) -> dict[str, Any]:
     engine = database.create_engine(url)
     await database.upgrade(engine)
-    store = SqlTaskStore(engine, tenant_daily_tokens=None)
+    store = SqlTaskStore(engine)
     await store.create_task(
         NewTask(
             id=TASK_ID,
@@ -115,6 +133,7 @@ async def run_backend(url: str, seconds: float, budget: int) -> dict[str, Any]:
             url,
             str(seconds),
             f"p{n}",
+            str(budget),
             stdout=asyncio.subprocess.PIPE,
         )
         for n in range(PROCESSES)
@@ -194,7 +213,9 @@ def _print(result: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        out = asyncio.run(client_process(sys.argv[2], float(sys.argv[3]), sys.argv[4]))
+        out = asyncio.run(
+            client_process(sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        )
         sys.stdout.write(json.dumps(out))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

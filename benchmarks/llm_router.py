@@ -50,9 +50,9 @@ import uvloop
 from pydantic import SecretStr
 from stats import PERCENTILE_METHOD, summarize
 
-from troupe.agents.metering import CallContext, MeteredLLM, TokenLedger
+from troupe.agents.metering import BudgetLedger, CallContext, MeteredLLM
 from troupe.config import LLMSettings, SimulationSettings
-from troupe.domain import Strategy
+from troupe.domain import Strategy, TaskBudgets
 from troupe.llm.cache import MemoryPromptCache
 from troupe.llm.messages import ChatMessage, ChatRequest
 from troupe.llm.providers.openai import OpenAIProvider
@@ -99,7 +99,10 @@ TASK_ID = "tsk_000000000000000000bench00"
 
 def _ctx() -> CallContext:
     return CallContext(
-        tenant_id="bench", task_id=TASK_ID, token_budget=10**9, attempt_key="run:1:1"
+        tenant_id="bench",
+        task_id=TASK_ID,
+        budgets=TaskBudgets(task_tokens=2_000_000_000),
+        attempt_key="run:1:1",
     )
 
 
@@ -147,7 +150,7 @@ async def simulation_cases(calls: int, ledger: SqlTaskStore) -> list[dict[str, A
     sim = SimulationProvider(SimulationSettings())
     ctx = _ctx()
 
-    def metered(with_ledger: TokenLedger) -> MeteredLLM:
+    def metered(with_ledger: BudgetLedger) -> MeteredLLM:
         return MeteredLLM(
             LLMRouter({"simulation": sim}, _settings()),
             _settings(),

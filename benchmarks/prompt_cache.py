@@ -32,6 +32,7 @@ from typing import Any
 
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings, SimulationSettings
+from troupe.domain import TaskBudgets
 from troupe.llm.cache import MemoryPromptCache, PromptCache, RedisPromptCache
 from troupe.llm.messages import ChatMessage
 from troupe.llm.pricing import cost_micro_usd, price_for
@@ -67,7 +68,10 @@ async def run(cache: PromptCache, calls: list[tuple[str, int]]) -> dict[str, Any
     cross_tenant = 0
     for index, (tenant, prompt) in enumerate(calls):
         ctx = CallContext(
-            tenant_id=tenant, task_id="tsk_bench", token_budget=10**9, attempt_key=f"{index}"
+            tenant_id=tenant,
+            task_id="tsk_bench",
+            budgets=TaskBudgets(task_tokens=10**9),
+            attempt_key=f"{index}",
         )
         # The same text for every tenant: a cache that leaked across tenants would hit
         # on another tenant's answer, above the ceiling and before this tenant asked.

@@ -58,7 +58,6 @@ class Services:
         )
         store = SqlTaskStore(
             engine,
-            tenant_daily_tokens=settings.budgets.tenant_daily_tokens,
             alert_threshold=settings.budgets.alert_threshold,
         )
         directory = TenantDirectory(engine)

@@ -117,9 +117,14 @@ class AuthSettings(_Section):
 
 
 class BudgetSettings(_Section):
-    """Per tenant and UTC day, on top of each task's own budget."""
+    """Limits beyond each task's own: per tenant and UTC day, per session, per plan node.
+    None: no such limit. A tenant may have its own daily limits."""
 
     tenant_daily_tokens: int | None = Field(default=10_000_000, ge=1)
+    tenant_daily_micro_usd: int | None = Field(default=None, ge=1)
+    session_tokens: int | None = Field(default=None, ge=1)
+    session_micro_usd: int | None = Field(default=None, ge=1)
+    node_tokens: int | None = Field(default=None, ge=1)
     alert_threshold: float = Field(default=0.8, gt=0, le=1)
 
 
@@ -127,6 +132,8 @@ class TaskSettings(_Section):
     max_query_chars: int = Field(default=8000, ge=1)
     default_token_budget: int = Field(default=20_000, ge=1)
     max_token_budget: int = Field(default=1_000_000, ge=1)
+    default_cost_budget_micro_usd: int | None = Field(default=None, ge=1)
+    max_cost_budget_micro_usd: int | None = Field(default=None, ge=1)
     attempt_timeout_s: float = Field(default=300, gt=0)
     heartbeat_timeout_s: float = Field(default=5, gt=0)
     max_attempts: int = Field(default=3, ge=1)

@@ -167,6 +167,25 @@ class Task(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     plan: Plan | None = None
+    cost_budget_micro_usd: int | None = None
+    node_token_budget: int | None = None
+
+
+class TaskBudgets(BaseModel):
+    """Every limit a task's model calls draw on, resolved when it is submitted (request,
+    then the tenant's own limits, then configuration). None: no such limit. Each call
+    reserves against its task, its plan node, its session and its tenant's UTC day at
+    once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_tokens: int
+    task_micro_usd: int | None = None
+    node_tokens: int | None = None
+    session_tokens: int | None = None
+    session_micro_usd: int | None = None
+    day_tokens: int | None = None
+    day_micro_usd: int | None = None
 
 
 class NodeRun(BaseModel):

@@ -10,6 +10,7 @@ from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
 from troupe.llm.pricing import estimate_prompt_tokens
 from troupe.llm.router import LLMRouter
+from troupe.storage.ledger import Ask, Budget, Grant
 
 
 def scripted_answer(content: str, *, completion_tokens: int = 10) -> ChatResponse:
@@ -108,24 +109,29 @@ def routed(provider: LLMProvider, settings: LLMSettings | None = None) -> LLMRou
 
 
 class UnlimitedLedger:
-    """A token ledger that grants every call all it asks for, for tests of other
-    concerns (a budget is enforced by ``SqlTaskStore``; its tests use the real one)."""
+    """A budget ledger that grants every call all it asks for, for tests of other
+    concerns (budgets are enforced by ``SqlTaskStore``; their tests use the real one)."""
 
     def __init__(self) -> None:
-        self.held: dict[str, int] = {}
+        self.held: dict[str, Grant] = {}
 
-    async def reserve_tokens(
+    async def reserve(
         self,
         tenant_id: str,
         task_id: str,
         call_key: str,
         *,
-        want: int,
-        minimum: int,
+        budgets: Sequence[Budget],
+        ask: Ask,
         stale_prefix: str | None = None,
-    ) -> int:
-        self.held[call_key] = want
-        return want
+    ) -> Grant:
+        grant = Grant(
+            answer_tokens=ask.answer_tokens,
+            tokens=ask.prompt_tokens + ask.answer_tokens,
+            micro_usd=ask.micro_usd(ask.answer_tokens),
+        )
+        self.held[call_key] = grant
+        return grant
 
-    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
+    async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         self.held.pop(call_key, None)

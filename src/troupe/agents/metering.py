@@ -1,22 +1,24 @@
-"""Every LLM call an agent makes: bounded by the task's budget, cached, costed, keyed for
+"""Every LLM call an agent makes: bounded by its budgets, cached, costed, keyed for
 metering."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from troupe.config import LLMSettings, ModelPrice
-from troupe.domain import ModelTier, Usage
+from troupe.domain import ModelTier, TaskBudgets, Usage
 from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
 from troupe.llm.router import Fallback, LLMRouter, Routed
 from troupe.observability import metrics
-from troupe.storage.repositories import LLMCallRecord
+from troupe.storage.ledger import Ask, Budget, Grant
+from troupe.storage.repositories import LLMCallRecord, day_counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +27,31 @@ class CallContext:
 
     tenant_id: str
     task_id: str
-    token_budget: int
+    budgets: TaskBudgets
     # Unique per activity attempt; a call's key is this plus the call's index.
     attempt_key: str
     node_id: str | None = None
+    session_id: str | None = None
     # Unique per activity (all its attempts); the attempt key starts with it.
     activity_key: str = ""
     use_cache: bool = True  # the task may opt out of the prompt cache
+
+    def budgets_now(self) -> list[Budget]:
+        """The budgets a call made now draws on: its task's, its node's and its
+        session's when they have limits, and its tenant's current UTC day's (always:
+        the day's use is what the budgets view and the alerts read)."""
+        b = self.budgets
+        drawn = [Budget(f"task:{self.task_id}", b.task_tokens, b.task_micro_usd)]
+        if self.node_id is not None and b.node_tokens is not None:
+            drawn.append(Budget(f"node:{self.task_id}:{self.node_id}", b.node_tokens))
+        if self.session_id is not None and (
+            b.session_tokens is not None or b.session_micro_usd is not None
+        ):
+            counter = f"session:{self.tenant_id}:{self.session_id}"
+            drawn.append(Budget(counter, b.session_tokens, b.session_micro_usd))
+        today = datetime.now(UTC).date().isoformat()
+        drawn.append(Budget(day_counter(self.tenant_id, today), b.day_tokens, b.day_micro_usd))
+        return drawn
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +60,22 @@ class MeteredResponse:
     record: LLMCallRecord
 
 
-class TokenLedger(Protocol):
-    """Where a call reserves its tokens before it is made (``SqlTaskStore``)."""
+class BudgetLedger(Protocol):
+    """Where a call reserves against its budgets before it is made (``SqlTaskStore``;
+    the reservation is settled when the call's usage is recorded)."""
 
-    async def reserve_tokens(
+    async def reserve(
         self,
         tenant_id: str,
         task_id: str,
         call_key: str,
         *,
-        want: int,
-        minimum: int,
+        budgets: Sequence[Budget],
+        ask: Ask,
         stale_prefix: str | None = None,
-    ) -> int: ...
+    ) -> Grant: ...
 
-    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None: ...
+    async def release(self, tenant_id: str, task_id: str, call_key: str) -> None: ...
 
 
 # Where a call's fallbacks go: (the call's context, what happened).
@@ -69,7 +90,7 @@ class MeteredLLM:
         self,
         router: LLMRouter,
         settings: LLMSettings,
-        ledger: TokenLedger,
+        ledger: BudgetLedger,
         cache: PromptCache | None = None,
         *,
         on_fallback: FallbackSink | None = None,
@@ -94,11 +115,12 @@ class MeteredLLM:
         try before the tier's own candidates.
 
         The prompt cache is asked first: a hit costs nothing and reserves nothing.
-        Otherwise the call's tokens are reserved: the prompt estimate plus up to
-        ``llm.max_tokens`` of answer, fewer when the task's budget is short
-        (``max_tokens`` shrinks to fit), BudgetExceeded when not even one token of answer
-        fits. The reservation is settled when the call's record is stored, or released
-        here when the call fails.
+        Otherwise the call reserves against every budget it draws on (task, node,
+        session, tenant day) at once: the prompt estimate plus up to ``llm.max_tokens``
+        of answer, in tokens and in micro-dollars at the dearest price of the models
+        that may serve it; fewer when a budget is short (``max_tokens`` shrinks to fit),
+        BudgetExceeded when not even one token of answer fits. The reservation is
+        settled when the call's record is stored, or released here when the call fails.
         """
         started = time.perf_counter()
         call_key = f"{ctx.attempt_key}:{index}"
@@ -115,29 +137,43 @@ class MeteredLLM:
             metrics.LLM_CACHE_LOOKUPS.labels(result="miss" if cached is None else "hit").inc()
             if cached is not None:
                 return self._hit(ctx, call_key, cached, started)
-        prompt = estimate_prompt_tokens(messages)
+        input_price, output_price = self._dearest_prices(tier, model)
+        ask = Ask(
+            prompt_tokens=estimate_prompt_tokens(messages),
+            answer_tokens=self._settings.max_tokens,
+            input_price=input_price,
+            output_price=output_price,
+        )
         try:
-            granted = await self._ledger.reserve_tokens(
+            grant = await self._ledger.reserve(
                 ctx.tenant_id,
                 ctx.task_id,
                 call_key,
-                want=prompt + self._settings.max_tokens,
-                minimum=prompt + 1,
+                budgets=ctx.budgets_now(),
+                ask=ask,
                 # An attempt's first call gives back what earlier, dead attempts still hold.
                 stale_prefix=f"{ctx.activity_key}:" if ctx.activity_key and index == 0 else None,
             )
         except BudgetExceeded:
             metrics.BUDGET_REFUSALS.inc()
             raise
-        if granted - prompt < request.max_tokens:
+        if grant.answer_tokens < request.max_tokens:
             # A shorter answer is another request: another cache entry.
-            request = request.model_copy(update={"max_tokens": granted - prompt})
+            request = request.model_copy(update={"max_tokens": grant.answer_tokens})
             key = cache_key(request) if cache is not None else ""
         try:
             return await self._answer(ctx, request, tier, model, call_key, cache, key, started)
         except Exception:
-            await self._ledger.release_tokens(ctx.tenant_id, ctx.task_id, call_key)
+            await self._ledger.release(ctx.tenant_id, ctx.task_id, call_key)
             raise
+
+    def _dearest_prices(self, tier: ModelTier, model: str | None) -> tuple[int, int]:
+        """The highest input and output prices among the models this call may reach
+        (its candidates and fallbacks): what its money reservation is priced at."""
+        prices = [
+            price_for(c.model, self._settings.pricing) for c in self._router.plan(tier, model)
+        ]
+        return max(p.input for p in prices), max(p.output for p in prices)
 
     @staticmethod
     def _hit(

@@ -105,6 +105,10 @@ class Authenticator:
             burst=own.burst or config.burst,
             max_concurrent_tasks=own.max_concurrent_tasks or config.max_concurrent_tasks,
             max_task_tokens=own.max_task_tokens or self._settings.tasks.max_token_budget,
+            max_task_micro_usd=own.max_task_micro_usd
+            or self._settings.tasks.max_cost_budget_micro_usd,
+            daily_tokens=own.daily_tokens or self._settings.budgets.tenant_daily_tokens,
+            daily_micro_usd=own.daily_micro_usd or self._settings.budgets.tenant_daily_micro_usd,
             key_requests_per_s=key_rate,
             key_burst=(key.burst or config.key_burst or max(1, int(key_rate * 2)))
             if key_rate

@@ -18,6 +18,9 @@ class Limits:
     burst: int
     max_concurrent_tasks: int
     max_task_tokens: int
+    max_task_micro_usd: int | None
+    daily_tokens: int | None
+    daily_micro_usd: int | None
     key_requests_per_s: float | None
     key_burst: int | None
     key_max_concurrent_tasks: int | None

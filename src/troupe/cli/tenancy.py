@@ -44,6 +44,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON")]
 RateOption = Annotated[float | None, typer.Option(min=0.001, help="API requests per second")]
 BurstOption = Annotated[int | None, typer.Option(min=1, help="Requests allowed at once")]
 ConcurrentOption = Annotated[int | None, typer.Option(min=1, help="Unfinished tasks at once")]
+DailyMoneyOption = Annotated[
+    int | None, typer.Option(min=1, help="Micro-dollars per UTC day (default: budgets config)")
+]
+TaskMoneyOption = Annotated[
+    int | None, typer.Option(min=1, help="Largest cost_budget_micro_usd of one task")
+]
 
 
 def _with_directory(config: Path | None, work: Callable[[TenantDirectory], Awaitable[_T]]) -> _T:
@@ -84,6 +90,8 @@ def tenant_create(
     max_task_tokens: Annotated[
         int | None, typer.Option(min=1, help="Largest token_budget of one task")
     ] = None,
+    daily_micro_usd: DailyMoneyOption = None,
+    max_task_micro_usd: TaskMoneyOption = None,
     requests_per_s: RateOption = None,
     burst: BurstOption = None,
     max_concurrent_tasks: ConcurrentOption = None,
@@ -95,7 +103,9 @@ def tenant_create(
 
     limits = TenantLimits(
         daily_tokens=daily_tokens,
+        daily_micro_usd=daily_micro_usd,
         max_task_tokens=max_task_tokens,
+        max_task_micro_usd=max_task_micro_usd,
         requests_per_s=requests_per_s,
         burst=burst,
         max_concurrent_tasks=max_concurrent_tasks,
@@ -118,6 +128,8 @@ def tenant_update(
     max_task_tokens: Annotated[
         int | None, typer.Option(min=1, help="Largest token_budget of one task")
     ] = None,
+    daily_micro_usd: DailyMoneyOption = None,
+    max_task_micro_usd: TaskMoneyOption = None,
     requests_per_s: RateOption = None,
     burst: BurstOption = None,
     max_concurrent_tasks: ConcurrentOption = None,
@@ -128,6 +140,8 @@ def tenant_update(
     given: dict[str, Any] = {
         "daily_tokens": daily_tokens,
         "max_task_tokens": max_task_tokens,
+        "daily_micro_usd": daily_micro_usd,
+        "max_task_micro_usd": max_task_micro_usd,
         "requests_per_s": requests_per_s,
         "burst": burst,
         "max_concurrent_tasks": max_concurrent_tasks,

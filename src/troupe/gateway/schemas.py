@@ -42,6 +42,16 @@ class TaskCreate(BaseModel):
     token_budget: int | None = Field(
         default=None, ge=1, description="Most tokens this task may use (all calls together)."
     )
+    cost_budget_micro_usd: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most this task may cost, in millionths of a US dollar (all calls).",
+    )
+    node_token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens each agent (plan node) may use; at most token_budget.",
+    )
     require_approval: bool = Field(
         default=False,
         description="Wait for POST .../approve (after planning, before any agent works).",
@@ -172,6 +182,8 @@ class TaskView(BaseModel):
     session_id: str | None
     strategy: str
     token_budget: int
+    cost_budget_micro_usd: int | None = None
+    node_token_budget: int | None = None
     result: str | None
     error: ErrorView | None
     usage: UsageView
@@ -194,6 +206,8 @@ class TaskView(BaseModel):
             session_id=task.session_id,
             strategy=task.strategy.value,
             token_budget=task.token_budget,
+            cost_budget_micro_usd=task.cost_budget_micro_usd,
+            node_token_budget=task.node_token_budget,
             result=task.result,
             error=ErrorView(code=task.error.code, message=task.error.message)
             if task.error
@@ -303,22 +317,41 @@ class UsageReportView(BaseModel):
 
 class DayBudgetView(BaseModel):
     day: date = Field(description="Today, UTC")
-    limit_tokens: int | None = Field(description="null: no daily limit")
+    limit_tokens: int | None = Field(description="null: no daily token limit")
     used_tokens: int
     reserved_tokens: int = Field(description="Held by calls in flight")
-    remaining_tokens: int | None = Field(description="null: no daily limit")
+    remaining_tokens: int | None = Field(description="null: no daily token limit")
+    limit_micro_usd: int | None = Field(default=None, description="null: no daily money limit")
+    used_micro_usd: int = 0
+    reserved_micro_usd: int = Field(default=0, description="Held by calls in flight")
+    remaining_micro_usd: int | None = Field(default=None, description="null: no daily money limit")
     resets_at: datetime = Field(description="Next midnight, UTC")
-    alert_threshold: float = Field(description="Share of the limit that raises budget.alert")
-    alerting: bool = Field(description="Used tokens are at or over the alert threshold")
+    alert_threshold: float = Field(description="Share of a limit that raises budget.alert")
+    alerting: bool = Field(description="Tokens or money used are at or over the threshold")
 
 
 class TaskBudgetView(BaseModel):
     default_token_budget: int = Field(description="A task's budget when its request names none")
     max_token_budget: int = Field(description="The largest budget a request may ask for")
+    default_cost_budget_micro_usd: int | None = Field(
+        default=None, description="A task's money cap when its request names none; null: none"
+    )
+    max_cost_budget_micro_usd: int | None = Field(
+        default=None, description="The largest money cap a request may ask for; null: any"
+    )
+    default_node_token_budget: int | None = Field(
+        default=None, description="Each plan node's token cap unless the request names one"
+    )
+
+
+class SessionBudgetView(BaseModel):
+    tokens: int | None = Field(description="Tokens all tasks of one session may use; null: any")
+    micro_usd: int | None = Field(description="Money all tasks of one session may cost")
 
 
 class BudgetsView(BaseModel):
-    """The tenant's token budgets: per UTC day, and per task."""
+    """The tenant's budgets: per UTC day, per task (and plan node), per session."""
 
     tenant_daily: DayBudgetView
     task: TaskBudgetView
+    session: SessionBudgetView | None = None

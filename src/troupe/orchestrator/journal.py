@@ -152,11 +152,9 @@ class TaskJournal:
         _count_call(call)
         if call.cache_hit:
             return
-        budget = await self._store.day_budget(tenant_id)
-        if budget.limit is not None:
-            metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(
-                budget.used / budget.limit
-            )
+        utilization = (await self._store.day_budget(tenant_id)).utilization
+        if utilization is not None:
+            metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(utilization)
 
 
 def _count_call(call: LLMCallRecord) -> None:

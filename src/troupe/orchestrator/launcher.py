@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, datetime
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from troupe.config import Settings
-from troupe.domain import EventType, Strategy, Task, TaskError, TaskStatus
+from troupe.domain import EventType, Strategy, Task, TaskBudgets, TaskError, TaskStatus
 from troupe.errors import Conflict, NotFound, Unavailable
 from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
@@ -20,7 +21,8 @@ from troupe.orchestrator.report import ReplayReport
 from troupe.orchestrator.routing import choose_strategy
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.storage.kv.base import EventFanout
-from troupe.storage.repositories import NewTask, SqlTaskStore
+from troupe.storage.ledger import Budget
+from troupe.storage.repositories import NewTask, SqlTaskStore, day_counter
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,18 @@ class TaskLauncher:
         self._settings = settings
         self._options = WorkflowOptions.from_settings(settings)
 
+    def _default_budgets(self, token_budget: int) -> TaskBudgets:
+        budgets = self._settings.budgets
+        return TaskBudgets(
+            task_tokens=token_budget,
+            task_micro_usd=self._settings.tasks.default_cost_budget_micro_usd,
+            node_tokens=budgets.node_tokens,
+            session_tokens=budgets.session_tokens,
+            session_micro_usd=budgets.session_micro_usd,
+            day_tokens=budgets.tenant_daily_tokens,
+            day_micro_usd=budgets.tenant_daily_micro_usd,
+        )
+
     async def submit(
         self,
         *,
@@ -64,13 +78,22 @@ class TaskLauncher:
         api_key_id: str | None = None,
         max_active: int | None = None,
         key_max_active: int | None = None,
+        budgets: TaskBudgets | None = None,
+        day: Budget | None = None,
     ) -> Task:
         """Store the task, then start its workflow; the task is accepted only once both hold.
 
         ``strategy`` None lets complexity routing choose. ``max_active`` (default
         ``limits.max_concurrent_tasks``) and ``key_max_active`` cap the unfinished tasks
-        of the tenant and of the submitting key.
+        of the tenant and of the submitting key. ``budgets``: every limit the task's
+        calls draw on (default: ``token_budget`` and the configured limits); ``day``:
+        the tenant's budget for today, refused (``budget_exhausted``) when used up.
         """
+        if budgets is None:
+            budgets = self._default_budgets(token_budget)
+        if day is None:
+            today = datetime.now(UTC).date().isoformat()
+            day = Budget(day_counter(tenant_id, today), budgets.day_tokens, budgets.day_micro_usd)
         judge = strategy is None and self._settings.orchestrator.complexity_judge
         if strategy is None:
             strategy = choose_strategy(query, self._settings.orchestrator)
@@ -86,9 +109,12 @@ class TaskLauncher:
                 workflow_id=f"task-{task_id}",
                 user_id=user_id,
                 api_key_id=api_key_id,
+                cost_budget_micro_usd=budgets.task_micro_usd,
+                node_token_budget=budgets.node_tokens,
             ),
             max_active=max_active or self._settings.limits.max_concurrent_tasks,
             key_max_active=key_max_active,
+            day=day,
         )
         try:
             await self._client.start_workflow(
@@ -103,6 +129,8 @@ class TaskLauncher:
                         require_approval=require_approval,
                         use_cache=use_cache,
                         judge_strategy=judge,
+                        session_id=session_id,
+                        budgets=budgets,
                     ),
                     self._options,
                 ],

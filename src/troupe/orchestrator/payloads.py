@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from troupe.config import Settings
-from troupe.domain import Plan, PlanNode, Strategy, TaskError, TaskStatus
+from troupe.domain import Plan, PlanNode, Strategy, TaskBudgets, TaskError, TaskStatus
 
 
 class _Payload(BaseModel):
@@ -27,6 +27,14 @@ class TaskInput(_Payload):
     # Auto strategy with the LLM judge on: ``strategy`` is the heuristic's pick, which
     # the judge may change (and which stands if the judge gives no usable answer).
     judge_strategy: bool = False
+    session_id: str | None = None
+    # Every limit its calls draw on; None (histories from before budgets had scopes):
+    # the task's token_budget alone.
+    budgets: TaskBudgets | None = None
+
+    @property
+    def limits(self) -> TaskBudgets:
+        return self.budgets or TaskBudgets(task_tokens=self.token_budget)
 
 
 class ApprovalDecision(_Payload):

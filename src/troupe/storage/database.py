@@ -20,7 +20,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # The newest migration. Start-up compares the database with it without importing
 # Alembic (~0.2 s); a test keeps it equal to the migration scripts' head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -138,16 +138,38 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Migrate the schema up to ``revision``."""
     from alembic import command
 
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), revision))
+    await _migrate(engine, lambda c: command.upgrade(_alembic_config(c), revision))
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     """Migrate the schema down to ``revision`` (``base`` drops everything)."""
     from alembic import command
 
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda c: command.downgrade(_alembic_config(c), revision))
+    await _migrate(engine, lambda c: command.downgrade(_alembic_config(c), revision))
+
+
+async def _migrate(engine: AsyncEngine, run: Callable[[Connection], None]) -> None:
+    """Run migrations in one transaction. On SQLite, foreign keys are off meanwhile: a
+    batch migration rebuilds a table (copy, drop the old one, rename), and dropping the
+    old ``tasks`` with foreign keys on would cascade-delete every event, usage row and
+    node of every task. The pragma only takes effect outside a transaction, so it is
+    set before the migration's transaction begins, and the result is checked after."""
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            await conn.run_sync(run)
+            await conn.commit()
+            if sqlite:
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise ConfigError(f"the migration left broken references: {broken[:5]}")
+        finally:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
 
 
 def head_revision() -> str:

@@ -22,14 +22,11 @@ from sqlalchemy import (
     Row,
     bindparam,
     cast,
-    delete,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -46,8 +43,10 @@ from troupe.domain import (
     TaskStatus,
     Usage,
 )
-from troupe.errors import BudgetExceeded, NotFound, RateLimited
+from troupe.errors import NotFound, RateLimited
+from troupe.storage import ledger
 from troupe.storage.database import Transactions
+from troupe.storage.ledger import Ask, Budget, Grant
 from troupe.storage.tables import (
     UtcDateTime,
     budget_reservations,
@@ -55,8 +54,6 @@ from troupe.storage.tables import (
     sessions,
     task_nodes,
     tasks,
-    tenant_days,
-    tenants,
     token_usage,
 )
 
@@ -78,6 +75,8 @@ class NewTask:
     workflow_id: str
     user_id: str | None = None
     api_key_id: str | None = None
+    cost_budget_micro_usd: int | None = None
+    node_token_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +109,42 @@ class NodeStart:
 
 
 @dataclass(frozen=True, slots=True)
-class DayBudget:
-    """The tenants' daily token budget (None: unlimited) and its alert threshold; a
-    tenant's own ``daily_tokens`` replaces the default."""
-
-    limit: int | None
-    alert_threshold: float
-
-    def limit_for(self, conn: Connection, tenant_id: str) -> int | None:
-        own = conn.execute(_TENANT_DAILY_TOKENS, {"p_tenant": tenant_id}).scalar_one_or_none()
-        return int(own) if own is not None else self.limit
-
-
-@dataclass(frozen=True, slots=True)
 class DayBudgetStatus:
-    day: str  # UTC
-    limit: int | None
-    used: int
-    reserved: int
+    """A tenant's UTC day: its limits (None: none) and what is used and reserved."""
+
+    day: str
+    limit_tokens: int | None
+    limit_micro_usd: int | None
+    used_tokens: int
+    reserved_tokens: int
+    used_micro_usd: int
+    reserved_micro_usd: int
     alert_threshold: float
+
+    @property
+    def exhausted(self) -> bool:
+        tokens, usd = self.limit_tokens, self.limit_micro_usd
+        return (tokens is not None and self.used_tokens + self.reserved_tokens >= tokens) or (
+            usd is not None and self.used_micro_usd + self.reserved_micro_usd >= usd
+        )
+
+    @property
+    def utilization(self) -> float | None:
+        """The larger used share of the day's limits; None without limits."""
+        shares = [
+            used / limit
+            for used, limit in (
+                (self.used_tokens, self.limit_tokens),
+                (self.used_micro_usd, self.limit_micro_usd),
+            )
+            if limit
+        ]
+        return max(shares) if shares else None
+
+
+def day_counter(tenant_id: str, day: str) -> str:
+    """The counter id of a tenant's UTC day (``YYYY-MM-DD``)."""
+    return f"day:{tenant_id}:{day}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +180,11 @@ class SqlTaskStore:
         self,
         engine: AsyncEngine,
         *,
-        tenant_daily_tokens: int | None = None,
         alert_threshold: float = 0.8,
     ) -> None:
         self._tx = Transactions(engine)
-        self._day = DayBudget(tenant_daily_tokens, alert_threshold)
+        # Share of a tenant's daily limit whose crossing raises a budget.alert event.
+        self._threshold = alert_threshold
 
     async def aclose(self) -> None:
         await self._tx.aclose()
@@ -177,18 +193,24 @@ class SqlTaskStore:
         await self._tx.read(lambda conn: conn.execute(select(1)).scalar_one())
 
     async def create_task(
-        self, new: NewTask, *, max_active: int | None = None, key_max_active: int | None = None
+        self,
+        new: NewTask,
+        *,
+        max_active: int | None = None,
+        key_max_active: int | None = None,
+        day: Budget | None = None,
     ) -> Task:
         """Insert a queued task (and its session if new) with its ``submitted`` event.
 
-        ``max_active``: refuse (RateLimited, ``too_many_tasks``) when the tenant already
-        has that many unfinished tasks; ``key_max_active`` likewise for the task's API
-        key. Checked in the same transaction, serialized per tenant, so concurrent
-        submissions cannot slip past it together.
+        ``day``: the tenant's budget for today; refuse (RateLimited, ``budget_exhausted``)
+        when it is used up. ``max_active``: refuse (RateLimited, ``too_many_tasks``) when
+        the tenant already has that many unfinished tasks; ``key_max_active`` likewise
+        for the task's API key. Checked in the same transaction, serialized per tenant,
+        so concurrent submissions cannot slip past it together.
         """
         postgres = self._tx.dialect == "postgresql"
         limits = (max_active, key_max_active)
-        return await self._tx.write(_create_task, new, _now(), limits, postgres, self._day)
+        return await self._tx.write(_create_task, new, _now(), limits, postgres, day)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -238,7 +260,7 @@ class SqlTaskStore:
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
         try:
-            return await self._tx.write(_record_call, tenant_id, task_id, call, self._day)
+            return await self._tx.write(_record_call, tenant_id, task_id, call, self._threshold)
         except IntegrityError:
             # A concurrent writer stored the same call first; ours is the duplicate.
             return False
@@ -260,48 +282,48 @@ class SqlTaskStore:
             raise ValueError(f"{status} is not a terminal status")
         try:
             return await self._tx.write(
-                _finish, tenant_id, task_id, status, result, error, call, self._day
+                _finish, tenant_id, task_id, status, result, error, call, self._threshold
             )
         except IntegrityError:
             # A concurrent writer stored the same call first: finish without it.
             ended = await self._tx.write(
-                _finish, tenant_id, task_id, status, result, error, None, self._day
+                _finish, tenant_id, task_id, status, result, error, None, self._threshold
             )
             return Finish(task=ended.task, call_stored=False)
 
-    async def reserve_tokens(
+    async def reserve(
         self,
         tenant_id: str,
         task_id: str,
         call_key: str,
         *,
-        want: int,
-        minimum: int,
+        budgets: Sequence[Budget],
+        ask: Ask,
         stale_prefix: str | None = None,
-    ) -> int:
-        """Reserve up to ``want`` tokens of the task's budget for one call, at least
-        ``minimum``, atomically against every other reservation; the grant is returned.
+    ) -> Grant:
+        """Reserve one call's ``ask`` against every budget in ``budgets`` at once, all or
+        none (``storage/ledger.py``); the grant may shorten the answer to what fits.
 
-        BudgetExceeded when fewer than ``minimum`` are left. Asking again with the same
-        key returns the first grant. Reservations held under ``stale_prefix`` (earlier
-        attempts of the same activity, which died before recording their call) are
-        released first. The grant is settled when the call's usage is recorded, or
-        given back by ``release_tokens``.
+        BudgetExceeded when not even the prompt and one token of answer fit. Asking
+        again with the same key returns the first grant. Reservations held under
+        ``stale_prefix`` (earlier attempts of the same activity, which died before
+        recording their call) are released first. The grant is settled when the call's
+        usage is recorded, or given back by ``release``.
         """
         try:
             return await self._tx.write(
-                _reserve, tenant_id, task_id, call_key, want, minimum, stale_prefix, self._day
+                _reserve, tenant_id, task_id, call_key, budgets, ask, stale_prefix
             )
         except IntegrityError:
             # Reserved before under this key (a repeated request): the same grant.
-            granted = await self._tx.read(
-                lambda conn: conn.execute(_RESERVATION, {"p_key": call_key}).scalar_one()
-            )
-            return int(granted)
+            first = await self._tx.read(ledger.held, call_key)
+            if first is None:  # settled or released since: nothing is held for it now
+                raise
+            return first
 
-    async def release_tokens(self, tenant_id: str, task_id: str, call_key: str) -> None:
+    async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
-        await self._tx.write(_drop_reservation, tenant_id, task_id, call_key, 0)
+        await self._tx.write(_release, task_id, call_key)
 
     async def set_strategy(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
@@ -326,7 +348,7 @@ class SqlTaskStore:
         """The node's metered call and its output, together; False if already stored."""
         try:
             return await self._tx.write(
-                _node_completed, tenant_id, task_id, node_id, output, call, self._day
+                _node_completed, tenant_id, task_id, node_id, output, call, self._threshold
             )
         except IntegrityError:
             return False
@@ -361,9 +383,11 @@ class SqlTaskStore:
     ) -> Sequence[TaskEvent]:
         return await self._tx.read(_events_after, tenant_id, task_id, after_seq, limit)
 
-    async def day_budget(self, tenant_id: str) -> DayBudgetStatus:
-        """The tenant's budget for today (UTC): limit, used and reserved tokens."""
-        return await self._tx.read(_day_status, tenant_id, _now().date().isoformat(), self._day)
+    async def day_budget(self, tenant_id: str, limits: Budget | None = None) -> DayBudgetStatus:
+        """The tenant's budget for today (UTC): used and reserved, against ``limits``
+        (the counter's own, as last reserved, when None)."""
+        day = _now().date().isoformat()
+        return await self._tx.read(_day_status, tenant_id, day, limits, self._threshold)
 
     async def usage_summary(self, tenant_id: str, since: date, until: date) -> UsageSummary:
         """The tenant's metered calls from ``since`` to ``until`` (UTC days, both
@@ -441,76 +465,7 @@ _EVENTS_AFTER = (
     .order_by(events.c.seq)
     .limit(bindparam("p_limit"))
 )
-# What the task may still reserve: its budget less what is spent and what is reserved.
-_TASK_ROOM = (
-    select(
-        tasks.c.token_budget
-        - tasks.c.prompt_tokens
-        - tasks.c.completion_tokens
-        - tasks.c.reserved_tokens
-    )
-    .where(*_TASK)
-    .with_for_update()
-)
-# The common case in one statement: the whole want fits.
-_RESERVE_WANT = (
-    update(tasks)
-    .where(
-        *_TASK,
-        tasks.c.token_budget
-        - tasks.c.prompt_tokens
-        - tasks.c.completion_tokens
-        - tasks.c.reserved_tokens
-        >= bindparam("p_tokens"),
-    )
-    .values(reserved_tokens=tasks.c.reserved_tokens + bindparam("p_tokens"))
-)
-_ADD_RESERVED = (
-    update(tasks)
-    .where(*_TASK)
-    .values(reserved_tokens=tasks.c.reserved_tokens + bindparam("p_tokens"))
-)
-_RESERVATION = select(budget_reservations.c.tokens).where(
-    budget_reservations.c.call_key == bindparam("p_key")
-)
-_INSERT_RESERVATION = insert(budget_reservations)
-# Deleting the row is what makes a settle or a release happen once: only one DELETE
-# gets the row back.
-_DROP_RESERVATION = (
-    delete(budget_reservations)
-    .where(
-        budget_reservations.c.call_key == bindparam("p_key"),
-        budget_reservations.c.task_id == bindparam("p_task"),
-    )
-    .returning(budget_reservations.c.tokens, budget_reservations.c.day)
-)
-_DAY = select(tenant_days).where(
-    tenant_days.c.tenant_id == bindparam("p_tenant"), tenant_days.c.day == bindparam("p_day")
-)
-_DAY_KEY = (
-    tenant_days.c.tenant_id == bindparam("p_tenant"),
-    tenant_days.c.day == bindparam("p_day"),
-)
-# The common case in one statement: the whole want fits in the day's limit.
-_TENANT_DAILY_TOKENS = select(tenants.c.daily_tokens).where(tenants.c.id == bindparam("p_tenant"))
-_RESERVE_DAY = (
-    update(tenant_days)
-    .where(
-        *_DAY_KEY,
-        tenant_days.c.used_tokens + tenant_days.c.reserved_tokens + bindparam("p_tokens")
-        <= bindparam("p_limit"),
-    )
-    .values(reserved_tokens=tenant_days.c.reserved_tokens + bindparam("p_tokens"))
-)
-_ADD_DAY = (
-    update(tenant_days)
-    .where(*_DAY_KEY)
-    .values(
-        reserved_tokens=tenant_days.c.reserved_tokens + bindparam("p_tokens"),
-        used_tokens=tenant_days.c.used_tokens + bindparam("p_used"),
-    )
-    .returning(tenant_days.c.used_tokens)
-)
+_TASK_EXISTS = select(tasks.c.seq).where(*_TASK)
 _HELD_KEYS = select(budget_reservations.c.call_key).where(
     budget_reservations.c.task_id == bindparam("p_task"),
     budget_reservations.c.tenant_id == bindparam("p_tenant"),
@@ -581,15 +536,14 @@ def _create_task(
     now: datetime,
     limits: tuple[int | None, int | None],
     postgres: bool,
-    budget: DayBudget,
+    day: Budget | None,
 ) -> Task:
-    limit = budget.limit_for(conn, new.tenant_id)
-    if limit is not None:
-        today = _day_row(conn, new.tenant_id, now.date().isoformat())
-        if today is not None and today.used_tokens + today.reserved_tokens >= limit:
+    if day is not None:
+        today = _day_status(conn, new.tenant_id, now.date().isoformat(), day, 1.0)
+        if today.exhausted:
             midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
             raise RateLimited(
-                f"the tenant's daily budget of {limit} tokens is used up; it resets "
+                f"the tenant's daily budget ({_limits_text(day)}) is used up; it resets "
                 f"at {midnight.isoformat()}",
                 code="budget_exhausted",
                 retry_after_s=(midnight - now).total_seconds(),
@@ -630,6 +584,8 @@ def _create_task(
         "workflow_id": new.workflow_id,
         "user_id": new.user_id,
         "api_key_id": new.api_key_id,
+        "cost_budget_micro_usd": new.cost_budget_micro_usd,
+        "node_token_budget": new.node_token_budget,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_micro_usd": 0,
@@ -692,11 +648,11 @@ def _move(
 
 
 def _record_call(
-    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, budget: DayBudget
+    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, threshold: float
 ) -> bool:
     if _call_known(conn, call.call_key):
         return False
-    alerts = _add_call(conn, tenant_id, task_id, call, budget)
+    alerts = _add_call(conn, tenant_id, task_id, call, threshold)
     _append(conn, tenant_id, task_id, [_call_event(call), *alerts])
     return True
 
@@ -718,135 +674,71 @@ def _reserve(
     tenant_id: str,
     task_id: str,
     call_key: str,
-    want: int,
-    minimum: int,
+    budgets: Sequence[Budget],
+    ask: Ask,
     stale_prefix: str | None,
-    budget: DayBudget,
-) -> int:
-    key = _task_key(tenant_id, task_id)
-    if stale_prefix:
-        for stale in conn.execute(_HELD_KEYS, key).scalars().all():
-            if stale.startswith(stale_prefix):
-                _drop_reservation(conn, tenant_id, task_id, stale, 0)
-    grant = want
-    if conn.execute(_RESERVE_WANT, {**key, "p_tokens": want}).rowcount == 0:
-        # Not all of it fits (or no such task): grant what is left, if enough.
-        room = conn.execute(_TASK_ROOM, key).scalar_one_or_none()
-        if room is None:
-            raise NotFound(f"task {task_id} not found", code="task_not_found")
-        grant = min(want, int(room))
-        if grant < minimum:
-            raise BudgetExceeded(
-                f"this call needs at least {minimum} tokens (its prompt and one token of "
-                f"answer); {max(int(room), 0)} of the task's budget are left"
-            )
-        conn.execute(_ADD_RESERVED, {**key, "p_tokens": grant})
-    day = _now().date().isoformat()
-    day_grant = _reserve_day(conn, tenant_id, day, grant, minimum, budget)
-    if day_grant < grant:  # the tenant's day had less room than the task
-        conn.execute(_ADD_RESERVED, {**key, "p_tokens": day_grant - grant})
-        grant = day_grant
-    # A key reserved before fails here (primary key), undoing the above: see the caller.
-    reservation = {
-        "call_key": call_key,
-        "task_id": task_id,
-        "tenant_id": tenant_id,
-        "tokens": grant,
-        "day": day,
-        "created_at": _now(),
-    }
-    conn.execute(_INSERT_RESERVATION, reservation)
-    return grant
-
-
-def _reserve_day(
-    conn: Connection, tenant_id: str, day: str, want: int, minimum: int, budget: DayBudget
-) -> int:
-    """Reserve up to ``want`` of the tenant's day, at least ``minimum``; the grant."""
-    limit = budget.limit_for(conn, tenant_id)
-    if limit is None:
-        _add_day(conn, tenant_id, day, reserved=want, used=0)
-        return want
-    fits = {"p_tenant": tenant_id, "p_day": day, "p_tokens": want, "p_limit": limit}
-    if conn.execute(_RESERVE_DAY, fits).rowcount:
-        return want
-    row = _day_row(conn, tenant_id, day)
-    if row is None:  # the tenant's first call of the day
-        _create_day(conn, tenant_id, day)
-        if conn.execute(_RESERVE_DAY, fits).rowcount:
-            return want
-        row = _day_row(conn, tenant_id, day)
-        assert row is not None
-    room = int(limit - row.used_tokens - row.reserved_tokens)
-    grant = min(want, room)
-    if grant < minimum:
-        raise BudgetExceeded(
-            f"the tenant's daily budget of {limit} tokens for {day} (UTC) has "
-            f"{max(room, 0)} left; this call needs at least {minimum}",
-        )
-    _add_day(conn, tenant_id, day, reserved=grant, used=0)
-    return grant
-
-
-def _add_day(conn: Connection, tenant_id: str, day: str, *, reserved: int, used: int) -> int:
-    """Add to the tenant's reserved and used tokens of the day (its row made on first
-    use); the day's used tokens after."""
-    params = {"p_tenant": tenant_id, "p_day": day, "p_tokens": reserved, "p_used": used}
-    after = conn.execute(_ADD_DAY, params).scalar_one_or_none()
-    if after is None:
-        _create_day(conn, tenant_id, day)
-        after = conn.execute(_ADD_DAY, params).scalar_one()
-    return int(after)
-
-
-def _create_day(conn: Connection, tenant_id: str, day: str) -> None:
-    """The tenant's row for the day, unless a concurrent transaction (another task of the
-    tenant) made it first."""
-    values = {"tenant_id": tenant_id, "day": day, "used_tokens": 0, "reserved_tokens": 0}
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect_insert(tenant_days).values(values).on_conflict_do_nothing())
-
-
-def _day_status(conn: Connection, tenant_id: str, day: str, budget: DayBudget) -> DayBudgetStatus:
-    row = _day_row(conn, tenant_id, day)
-    return DayBudgetStatus(
-        day=day,
-        limit=budget.limit_for(conn, tenant_id),
-        used=int(row.used_tokens) if row is not None else 0,
-        reserved=int(row.reserved_tokens) if row is not None else 0,
-        alert_threshold=budget.alert_threshold,
+) -> Grant:
+    if conn.execute(_TASK_EXISTS, _task_key(tenant_id, task_id)).first() is None:
+        raise NotFound(f"task {task_id} not found", code="task_not_found")
+    return ledger.reserve(
+        conn,
+        tenant_id=tenant_id,
+        task_id=task_id,
+        call_key=call_key,
+        budgets=budgets,
+        ask=ask,
+        stale_prefix=stale_prefix,
     )
 
 
-def _day_row(conn: Connection, tenant_id: str, day: str) -> Row[Any] | None:
-    return conn.execute(_DAY, {"p_tenant": tenant_id, "p_day": day}).one_or_none()
+def _release(conn: Connection, task_id: str, call_key: str) -> None:
+    ledger.release(conn, task_id=task_id, call_key=call_key)
 
 
-def _drop_reservation(
-    conn: Connection, tenant_id: str, task_id: str, call_key: str, used: int
-) -> tuple[str, int] | None:
-    """Settle (``used`` tokens) or release (0) a reservation, once: its tokens stop
-    counting as reserved for the task and for the tenant's day, and ``used`` is added to
-    the day's use (the task's own totals are the caller's). Returns the day and its used
-    tokens after, when the day changed."""
-    held = conn.execute(_DROP_RESERVATION, {"p_key": call_key, "p_task": task_id}).one_or_none()
-    tokens, day = (int(held.tokens), held.day) if held is not None else (0, None)
-    if tokens:
-        conn.execute(_ADD_RESERVED, {**_task_key(tenant_id, task_id), "p_tokens": -tokens})
-    if not tokens and not used:
-        return None
-    day = day or _now().date().isoformat()
-    return day, _add_day(conn, tenant_id, day, reserved=-tokens, used=used)
+def _day_status(
+    conn: Connection, tenant_id: str, day: str, limits: Budget | None, threshold: float
+) -> DayBudgetStatus:
+    counter = day_counter(tenant_id, day)
+    row = ledger.counters(conn, [counter]).get(counter)
+    if limits is not None:
+        tokens, usd = limits.tokens, limits.micro_usd
+    else:
+        tokens = row.limit_tokens if row is not None else None
+        usd = row.limit_micro_usd if row is not None else None
+    return DayBudgetStatus(
+        day=day,
+        limit_tokens=tokens,
+        limit_micro_usd=usd,
+        used_tokens=int(row.used_tokens) if row is not None else 0,
+        reserved_tokens=int(row.reserved_tokens) if row is not None else 0,
+        used_micro_usd=int(row.used_micro_usd) if row is not None else 0,
+        reserved_micro_usd=int(row.reserved_micro_usd) if row is not None else 0,
+        alert_threshold=threshold,
+    )
+
+
+def _limits_text(budget: Budget) -> str:
+    parts = []
+    if budget.tokens is not None:
+        parts.append(f"{budget.tokens} tokens")
+    if budget.micro_usd is not None:
+        parts.append(f"{budget.micro_usd} micro-dollars")
+    return " and ".join(parts) or "no limit"
 
 
 def _add_call(
-    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, budget: DayBudget
+    conn: Connection, tenant_id: str, task_id: str, call: LLMCallRecord, threshold: float
 ) -> list[tuple[EventType, dict[str, Any]]]:
     """The call's usage row and the task's totals, settling the call's reservation in the
-    same transaction. Returns the budget alert this call raised, if it crossed the daily
-    threshold; its events are the caller's to append."""
-    used = call.usage.total_tokens
-    settled = _drop_reservation(conn, tenant_id, task_id, call.call_key, used)
+    same transaction. Returns the budget alert this call raised, if it took its tenant's
+    day over the threshold; its events are the caller's to append."""
+    settled = ledger.settle(
+        conn,
+        task_id=task_id,
+        call_key=call.call_key,
+        tokens=call.usage.total_tokens,
+        micro_usd=call.usage.cost_micro_usd,
+    )
     conn.execute(
         _INSERT_CALL,
         {
@@ -866,37 +758,39 @@ def _add_call(
         },
     )
     conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
-    return _alert(conn, tenant_id, settled, used, budget)
+    day = next((c for c in settled if c.counter.startswith("day:")), None)
+    return _alert(day, call.usage, threshold) if day is not None else []
 
 
 def _alert(
-    conn: Connection,
-    tenant_id: str,
-    settled: tuple[str, int] | None,
-    used: int,
-    budget: DayBudget,
+    day: ledger.Settled, usage: Usage, threshold: float
 ) -> list[tuple[EventType, dict[str, Any]]]:
-    """A ``budget.alert`` when this use took the tenant's day over the threshold."""
-    if settled is None or not used:
-        return []
-    limit = budget.limit_for(conn, tenant_id)
-    if limit is None:
-        return []
-    day, used_after = settled
-    threshold = budget.alert_threshold * limit
-    if not used_after - used < threshold <= used_after:
-        return []
+    """A ``budget.alert`` when this call's use took the tenant's day over the threshold
+    of its token limit or of its money limit."""
+    crossed = [
+        (kind, used, limit)
+        for kind, used, spent, limit in (
+            ("tokens", day.used_tokens, usage.total_tokens, day.limit_tokens),
+            ("micro_usd", day.used_micro_usd, usage.cost_micro_usd, day.limit_micro_usd),
+        )
+        if limit is not None and spent and used - spent < threshold * limit <= used
+    ]
     return [
         (
             EventType.BUDGET_ALERT,
             {
                 "scope": "tenant_day",
-                "day": day,
-                "used_tokens": used_after,
-                "limit_tokens": limit,
-                "threshold": budget.alert_threshold,
+                "day": day.counter.rsplit(":", 1)[1],
+                "measure": kind,
+                "used": used,
+                "limit": limit,
+                # Kept for clients of the first version of this event.
+                "used_tokens": day.used_tokens,
+                "limit_tokens": day.limit_tokens,
+                "threshold": threshold,
             },
         )
+        for kind, used, limit in crossed
     ]
 
 
@@ -921,12 +815,12 @@ def _finish(
     result: str | None,
     error: TaskError | None,
     call: LLMCallRecord | None,
-    budget: DayBudget,
+    threshold: float,
 ) -> Finish:
     pending: list[tuple[EventType, dict[str, Any]]] = []
     call_stored = call is not None and not _call_known(conn, call.call_key)
     if call is not None and call_stored:
-        alerts = _add_call(conn, tenant_id, task_id, call, budget)
+        alerts = _add_call(conn, tenant_id, task_id, call, threshold)
         pending += [_call_event(call), *alerts]
     row = _task_row(conn, tenant_id, task_id, lock=True)
     if TaskStatus(row.status).terminal:
@@ -934,7 +828,7 @@ def _finish(
         return Finish(task=None, call_stored=call_stored)
     # Calls that never recorded (cancelled, crashed) reserve nothing any more.
     for held in conn.execute(_HELD_KEYS, _task_key(tenant_id, task_id)).scalars().all():
-        _drop_reservation(conn, tenant_id, task_id, held, 0)
+        ledger.release(conn, task_id=task_id, call_key=held)
     key = _task_key(tenant_id, task_id)
     now = _now()
     conn.execute(
@@ -1039,11 +933,11 @@ def _node_completed(
     node_id: str,
     output: str,
     call: LLMCallRecord,
-    budget: DayBudget,
+    threshold: float,
 ) -> bool:
     if _call_known(conn, call.call_key):
         return False
-    alerts = _add_call(conn, tenant_id, task_id, call, budget)
+    alerts = _add_call(conn, tenant_id, task_id, call, threshold)
     usage = call.usage
     conn.execute(
         _COMPLETE_NODE,
@@ -1227,6 +1121,8 @@ def _task(row: Row[Any]) -> Task:
         started_at=row.started_at,
         finished_at=row.finished_at,
         plan=Plan.model_validate(row.plan) if row.plan is not None else None,
+        cost_budget_micro_usd=row.cost_budget_micro_usd,
+        node_token_budget=row.node_token_budget,
     )
 
 

@@ -70,7 +70,9 @@ class TenantRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    daily_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_task_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_task_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     requests_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_concurrent_tasks: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -143,8 +145,9 @@ class TaskRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     workflow_id: Mapped[str] = mapped_column(String(80))
-    # Tokens reserved by calls in flight (budget_reservations), not yet settled.
-    reserved_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Optional money cap of the task, and the token cap of each of its plan nodes.
+    cost_budget_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    node_token_budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Last event sequence number handed out; bumping it row-locks the task, so a
     # task's events are numbered gap-free and committed in order.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -197,9 +200,27 @@ class EventRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class BudgetCounterRow(Base):
+    """One budget's counter: a task's, a plan node's, a session's or a tenant's UTC day
+    (``id`` is ``task:…``, ``node:…``, ``session:…`` or ``day:<tenant>:<YYYY-MM-DD>``),
+    with the limits it was last reserved under (None: no limit)."""
+
+    __tablename__ = "budget_counters"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    limit_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    limit_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_tokens: Mapped[int] = mapped_column(BigInteger)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger)
+    used_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    reserved_micro_usd: Mapped[int] = mapped_column(BigInteger)
+
+
 class BudgetReservationRow(Base):
-    """Tokens one call may still spend: held from before the call until its usage is
-    recorded (settled) or it is given up (released), each exactly once."""
+    """What one call may still spend, held on each of its budgets' counters from before
+    the call until its usage is recorded (settled) or it is given up (released), each
+    exactly once: whoever deletes the row does it."""
 
     __tablename__ = "budget_reservations"
 
@@ -209,21 +230,11 @@ class BudgetReservationRow(Base):
     )
     tenant_id: Mapped[str] = mapped_column(String(64))
     tokens: Mapped[int] = mapped_column(Integer)
-    # The UTC day whose tenant budget holds the tokens (settled there, even after midnight).
-    day: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    micro_usd: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    answer_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The ids of the counters that hold it, as a JSON list.
+    counters: Mapped[str] = mapped_column(Text, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class TenantDayRow(Base):
-    """A tenant's tokens on one UTC day, used and reserved (the limit is configuration:
-    ``budgets.tenant_daily_tokens``)."""
-
-    __tablename__ = "tenant_days"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    day: Mapped[str] = mapped_column(String(10), primary_key=True)
-    used_tokens: Mapped[int] = mapped_column(BigInteger)
-    reserved_tokens: Mapped[int] = mapped_column(BigInteger)
 
 
 class TokenUsageRow(Base):
@@ -260,4 +271,4 @@ task_nodes = cast(Table, TaskNodeRow.__table__)
 events = cast(Table, EventRow.__table__)
 token_usage = cast(Table, TokenUsageRow.__table__)
 budget_reservations = cast(Table, BudgetReservationRow.__table__)
-tenant_days = cast(Table, TenantDayRow.__table__)
+budget_counters = cast(Table, BudgetCounterRow.__table__)

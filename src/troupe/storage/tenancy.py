@@ -36,7 +36,9 @@ class TenantLimits:
     """A tenant's own limits; None keeps the configured default."""
 
     daily_tokens: int | None = None
+    daily_micro_usd: int | None = None
     max_task_tokens: int | None = None
+    max_task_micro_usd: int | None = None
     requests_per_s: float | None = None
     burst: int | None = None
     max_concurrent_tasks: int | None = None

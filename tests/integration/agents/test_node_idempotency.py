@@ -9,7 +9,7 @@ import pytest
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings, load_settings
-from troupe.domain import Plan, PlanNode, Strategy
+from troupe.domain import Plan, PlanNode, Strategy, TaskBudgets
 from troupe.llm.messages import ChatRequest
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import new_task_id
@@ -66,7 +66,7 @@ async def _retried_node_is_not_paid_twice(store: SqlTaskStore, settings: Setting
         return CallContext(
             tenant_id="acme",
             task_id=task_id,
-            token_budget=5000,
+            budgets=TaskBudgets(task_tokens=5000),
             attempt_key=f"run:act:{attempt}",
             node_id="only",
         )

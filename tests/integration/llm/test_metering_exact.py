@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings, SimulationSettings
-from troupe.domain import Strategy
+from troupe.domain import Strategy, TaskBudgets
 from troupe.llm.base import LLMProvider, TextSink
 from troupe.llm.cache import MemoryPromptCache
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse
@@ -79,7 +79,12 @@ async def test_stored_usage_equals_provider_reported_usage(migrated_engine: Asyn
             workflow_id=f"task-{task_id}",
         )
     )
-    ctx = CallContext(tenant_id="acme", task_id=task_id, token_budget=10**9, attempt_key="a:1")
+    ctx = CallContext(
+        tenant_id="acme",
+        task_id=task_id,
+        budgets=TaskBudgets(task_tokens=10**9),
+        attempt_key="a:1",
+    )
     prompts = random.Random(11)
     hits = 0
     for index in range(CALLS):

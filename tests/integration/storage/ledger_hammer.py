@@ -1,9 +1,11 @@
 """One process of agents hammering a task's budget, for the two-process ledger test.
 
-    python -m tests.integration.storage.ledger_hammer DATABASE_URL TASK_ID AGENTS PER_CALL
+    python -m tests.integration.storage.ledger_hammer DATABASE_URL TASK_ID AGENTS PER_CALL \
+        TAG BUDGET
 
-Each agent reserves PER_CALL tokens (all or nothing), yields, then records a call that
-used exactly its grant. Prints one JSON line: {"settled": n, "refused": m}.
+Each agent reserves PER_CALL tokens (all or nothing) of the task's BUDGET and of the
+tenant's day, yields, then records a call that used exactly its grant. Prints one JSON
+line: {"settled": n, "refused": m}.
 """
 
 from __future__ import annotations
@@ -11,23 +13,28 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 
 from troupe.domain import Usage
 from troupe.errors import BudgetExceeded
 from troupe.storage import database
-from troupe.storage.repositories import LLMCallRecord, SqlTaskStore
+from troupe.storage.ledger import Ask, Budget
+from troupe.storage.repositories import LLMCallRecord, SqlTaskStore, day_counter
 
 
-async def hammer(url: str, task_id: str, agents: int, per_call: int, tag: str) -> dict[str, int]:
+async def hammer(
+    url: str, task_id: str, agents: int, per_call: int, tag: str, budget: int
+) -> dict[str, int]:
     store = SqlTaskStore(database.create_engine(url, pool_size=agents))
+    day = day_counter("acme", datetime.now(UTC).date().isoformat())
+    budgets = [Budget(f"task:{task_id}", budget), Budget(day)]
+    ask = Ask(prompt_tokens=per_call - 1, answer_tokens=1)
     outcomes = {"settled": 0, "refused": 0}
 
     async def agent(n: int) -> None:
         key = f"{tag}-{n}"
         try:
-            grant = await store.reserve_tokens(
-                "acme", task_id, key, want=per_call, minimum=per_call
-            )
+            grant = (await store.reserve("acme", task_id, key, budgets=budgets, ask=ask)).tokens
         except BudgetExceeded:
             outcomes["refused"] += 1
             return
@@ -53,5 +60,6 @@ async def hammer(url: str, task_id: str, agents: int, per_call: int, tag: str) -
 
 if __name__ == "__main__":
     url, task_id, agents, per_call = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    tag = sys.argv[5] if len(sys.argv) > 5 else "p"
-    sys.stdout.write(json.dumps(asyncio.run(hammer(url, task_id, agents, per_call, tag))) + "\n")
+    tag, budget = sys.argv[5], int(sys.argv[6])
+    outcome = asyncio.run(hammer(url, task_id, agents, per_call, tag, budget))
+    sys.stdout.write(json.dumps(outcome) + "\n")

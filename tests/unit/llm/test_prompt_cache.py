@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from troupe.agents.metering import CallContext, MeteredLLM
 from troupe.config import LLMSettings
+from troupe.domain import TaskBudgets
 from troupe.llm.cache import MemoryPromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, StructuredOutput
 from troupe.testing import FunctionProvider, UnlimitedLedger, routed
@@ -36,7 +37,7 @@ def _ctx(tenant: str = "acme", *, attempt: str = "run:1:1", use_cache: bool = Tr
     return CallContext(
         tenant_id=tenant,
         task_id="tsk_1",
-        token_budget=10_000,
+        budgets=TaskBudgets(task_tokens=10_000),
         attempt_key=attempt,
         use_cache=use_cache,
     )

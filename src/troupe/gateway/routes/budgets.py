@@ -1,4 +1,4 @@
-"""/api/v1/budgets: the tenant's daily token budget today, and the per-task limits."""
+"""/api/v1/budgets: the tenant's daily budget today, and the task and session limits."""
 
 from __future__ import annotations
 
@@ -7,36 +7,55 @@ from datetime import UTC, date, datetime, time, timedelta
 from fastapi import APIRouter
 
 from troupe.gateway.deps import PrincipalDep, SettingsDep, StoreDep
+from troupe.gateway.limits import default_budgets, today_budget
 from troupe.gateway.routes.tasks import ERRORS
-from troupe.gateway.schemas import BudgetsView, DayBudgetView, TaskBudgetView
+from troupe.gateway.schemas import (
+    BudgetsView,
+    DayBudgetView,
+    SessionBudgetView,
+    TaskBudgetView,
+)
 
 router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
 
 
 @router.get("", response_model=BudgetsView, responses=ERRORS)
 async def budgets(principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> BudgetsView:
-    """Today's tokens of the tenant (used, reserved by calls in flight, left) against its
-    daily budget, which resets at midnight UTC; and what one task may ask for."""
-    status = await store.day_budget(principal.tenant_id)
+    """Today's tokens and money of the tenant (used, reserved by calls in flight, left)
+    against its daily limits, which reset at midnight UTC; and what one task, one plan
+    node and one session may use."""
+    status = await store.day_budget(principal.tenant_id, today_budget(principal))
     day = date.fromisoformat(status.day)
-    limit = status.limit
+    defaults = default_budgets(principal, settings.tasks.default_token_budget, settings)
     return BudgetsView(
         tenant_daily=DayBudgetView(
             day=day,
-            limit_tokens=limit,
-            used_tokens=status.used,
-            reserved_tokens=status.reserved,
-            remaining_tokens=None
-            if limit is None
-            else max(0, limit - status.used - status.reserved),
+            limit_tokens=status.limit_tokens,
+            used_tokens=status.used_tokens,
+            reserved_tokens=status.reserved_tokens,
+            remaining_tokens=_left(status.limit_tokens, status.used_tokens, status.reserved_tokens),
+            limit_micro_usd=status.limit_micro_usd,
+            used_micro_usd=status.used_micro_usd,
+            reserved_micro_usd=status.reserved_micro_usd,
+            remaining_micro_usd=_left(
+                status.limit_micro_usd, status.used_micro_usd, status.reserved_micro_usd
+            ),
             resets_at=datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC),
             alert_threshold=status.alert_threshold,
-            alerting=limit is not None and status.used >= status.alert_threshold * limit,
+            alerting=(status.utilization or 0) >= status.alert_threshold,
         ),
         task=TaskBudgetView(
-            default_token_budget=min(
-                settings.tasks.default_token_budget, principal.limits.max_task_tokens
-            ),
+            default_token_budget=defaults.task_tokens,
             max_token_budget=principal.limits.max_task_tokens,
+            default_cost_budget_micro_usd=defaults.task_micro_usd,
+            max_cost_budget_micro_usd=principal.limits.max_task_micro_usd,
+            default_node_token_budget=defaults.node_tokens,
+        ),
+        session=SessionBudgetView(
+            tokens=settings.budgets.session_tokens, micro_usd=settings.budgets.session_micro_usd
         ),
     )
+
+
+def _left(limit: int | None, used: int, reserved: int) -> int | None:
+    return None if limit is None else max(0, limit - used - reserved)

@@ -12,6 +12,7 @@ from troupe.domain import Strategy, TaskStatus
 from troupe.errors import InvalidInput, NotFound
 from troupe.gateway.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, TenantDep
 from troupe.gateway.errors import error_body
+from troupe.gateway.limits import requested_budgets, today_budget
 from troupe.gateway.schemas import (
     SESSION_ID_PATTERN,
     Decision,
@@ -57,19 +58,21 @@ async def submit_task(
             f"query has {len(body.query)} characters; at most {limits.max_query_chars} allowed",
             code="query_too_long",
         )
-    cap = principal.limits.max_task_tokens
-    budget = body.token_budget or min(limits.default_token_budget, cap)
-    if budget > cap:
-        raise InvalidInput(
-            f"token_budget {budget} exceeds this tenant's maximum of {cap}",
-            code="budget_too_large",
-        )
+    budgets = requested_budgets(
+        principal,
+        settings,
+        token_budget=body.token_budget,
+        cost_budget_micro_usd=body.cost_budget_micro_usd,
+        node_token_budget=body.node_token_budget,
+    )
     task = await launcher.submit(
         tenant_id=principal.tenant_id,
         query=body.query,
         session_id=body.session_id,
         strategy=None if body.strategy == "auto" else Strategy(body.strategy),
-        token_budget=budget,
+        token_budget=budgets.task_tokens,
+        budgets=budgets,
+        day=today_budget(principal),
         require_approval=body.require_approval,
         use_cache=body.cache,
         user_id=principal.user_id,

@@ -162,7 +162,8 @@ def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
     return CallContext(
         tenant_id=task.tenant_id,
         task_id=task.task_id,
-        token_budget=task.token_budget,
+        budgets=task.limits,
+        session_id=task.session_id,
         use_cache=task.use_cache,
         attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
         activity_key=f"{info.workflow_run_id}:{info.activity_id}",
