@@ -6,28 +6,32 @@ at once (its task, its plan node, its session, its tenant's UTC day); a reservat
 takes the same amount from each of them, all or none, so that used + reserved never
 exceeds any limit. The reservation row (``budget_reservations``, one per call key)
 names its counters; deleting it is what makes a settle or a release happen exactly
-once.
+once, and a second reserve under the same key returns the first grant.
 
 These are plain functions of a ``Connection``: the task store runs them inside its own
 transactions, so a call's usage row and the settling of its reservation commit
-together. Counters are locked in id order (PostgreSQL: the upsert takes the row locks),
-so two calls over overlapping budgets cannot deadlock.
+together. Each database gets the implementation that is fast on it, and both pass one
+contract suite (``tests/integration/storage/test_budget_ledger.py``):
+
+- SQLite: a handful of statements straight on the stdlib driver (the store's writers
+  already hold the database's write lock, ``BEGIN IMMEDIATE``); SQLAlchemy's per-
+  statement overhead would cost more than SQLite itself.
+- PostgreSQL: one call of a plpgsql function per reserve or settle (``troupe_reserve``,
+  ``troupe_settle``, migration 0008): one round trip, row locks held for microseconds
+  and taken in counter id order, so calls over overlapping budgets cannot deadlock.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, text
 
-from troupe.errors import BudgetExceeded
-from troupe.storage.tables import budget_counters, budget_reservations
+from troupe.errors import BudgetExceeded, NotFound
 
 # What each kind of counter is called in a refusal.
 SCOPE_NAMES = {
@@ -99,61 +103,17 @@ class Settled:
     limit_micro_usd: int | None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A budget counter as stored."""
 
-
-_COUNTERS = (
-    select(budget_counters)
-    .where(budget_counters.c.id.in_(bindparam("p_ids", expanding=True)))
-    .order_by(budget_counters.c.id)
-)
-_HOLD = (
-    update(budget_counters)
-    .where(budget_counters.c.id.in_(bindparam("p_ids", expanding=True)))
-    .values(
-        reserved_tokens=budget_counters.c.reserved_tokens + bindparam("p_tokens"),
-        reserved_micro_usd=budget_counters.c.reserved_micro_usd + bindparam("p_usd"),
-    )
-)
-_SETTLE = (
-    update(budget_counters)
-    .where(budget_counters.c.id.in_(bindparam("p_ids", expanding=True)))
-    .values(
-        reserved_tokens=budget_counters.c.reserved_tokens - bindparam("p_tokens"),
-        reserved_micro_usd=budget_counters.c.reserved_micro_usd - bindparam("p_usd"),
-        used_tokens=budget_counters.c.used_tokens + bindparam("p_used_tokens"),
-        used_micro_usd=budget_counters.c.used_micro_usd + bindparam("p_used_usd"),
-    )
-    .returning(
-        budget_counters.c.id,
-        budget_counters.c.used_tokens,
-        budget_counters.c.used_micro_usd,
-        budget_counters.c.limit_tokens,
-        budget_counters.c.limit_micro_usd,
-    )
-)
-_HELD = select(
-    budget_reservations.c.tokens,
-    budget_reservations.c.micro_usd,
-    budget_reservations.c.answer_tokens,
-).where(budget_reservations.c.call_key == bindparam("p_key"))
-_HELD_KEYS = select(budget_reservations.c.call_key).where(
-    budget_reservations.c.task_id == bindparam("p_task"),
-    budget_reservations.c.tenant_id == bindparam("p_tenant"),
-)
-_DROP = (
-    delete(budget_reservations)
-    .where(
-        budget_reservations.c.call_key == bindparam("p_key"),
-        budget_reservations.c.task_id == bindparam("p_task"),
-    )
-    .returning(
-        budget_reservations.c.tokens,
-        budget_reservations.c.micro_usd,
-        budget_reservations.c.counters,
-    )
-)
+    id: str
+    limit_tokens: int | None
+    limit_micro_usd: int | None
+    used_tokens: int
+    reserved_tokens: int
+    used_micro_usd: int
+    reserved_micro_usd: int
 
 
 def reserve(
@@ -168,26 +128,50 @@ def reserve(
 ) -> Grant:
     """Reserve ``ask`` against every budget, all or none; BudgetExceeded naming the
     budget that is short when not even ``min_answer_tokens`` fit. A key reserved before
-    fails on the reservation's primary key (IntegrityError), undoing everything: the
-    caller reads the first grant back with :func:`held`."""
-    if stale_prefix:
-        for stale in conn.execute(_HELD_KEYS, {"p_task": task_id, "p_tenant": tenant_id}).scalars():
-            if stale.startswith(stale_prefix):
-                release(conn, task_id=task_id, call_key=stale)
+    gets its first grant back. Reservations of the task held under ``stale_prefix``
+    (dead attempts of the same activity) are released first."""
     by_id = {b.counter: b for b in budgets}
     ids = sorted(by_id)
-    _upsert_limits(conn, tenant_id, [by_id[i] for i in ids])
+    if conn.dialect.name == "postgresql":
+        return _pg_reserve(
+            conn, tenant_id, task_id, call_key, [by_id[i] for i in ids], ask, stale_prefix
+        )
+    db = _sqlite(conn)
+    first = _sqlite_held(db, call_key)
+    if first is not None:
+        return first
+    if not db.execute(
+        "SELECT 1 FROM tasks WHERE id = ? AND tenant_id = ?", (task_id, tenant_id)
+    ).fetchone():
+        raise _no_task(task_id)
+    if stale_prefix:
+        held_keys = db.execute(
+            "SELECT call_key FROM budget_reservations WHERE task_id = ? AND tenant_id = ?",
+            (task_id, tenant_id),
+        ).fetchall()
+        for (stale,) in held_keys:
+            if stale.startswith(stale_prefix):
+                _sqlite_settle(db, task_id, stale, 0, 0)
+    db.executemany(
+        "INSERT INTO budget_counters (id, tenant_id, limit_tokens, limit_micro_usd, "
+        "used_tokens, reserved_tokens, used_micro_usd, reserved_micro_usd) "
+        "VALUES (?, ?, ?, ?, 0, 0, 0, 0) ON CONFLICT (id) DO UPDATE SET "
+        "limit_tokens = excluded.limit_tokens, limit_micro_usd = excluded.limit_micro_usd",
+        [(i, tenant_id, by_id[i].tokens, by_id[i].micro_usd) for i in ids],
+    )
     answer = ask.answer_tokens
     short: tuple[Budget, int, int] | None = None
-    for row in conn.execute(_COUNTERS, {"p_ids": ids}):
-        budget = by_id[row.id]
+    for counter in _sqlite_counters(db, ids):
+        budget = by_id[counter.id]
         room_tokens = (
-            None if budget.tokens is None else budget.tokens - row.used_tokens - row.reserved_tokens
+            None
+            if budget.tokens is None
+            else budget.tokens - counter.used_tokens - counter.reserved_tokens
         )
         room_usd = (
             None
             if budget.micro_usd is None
-            else budget.micro_usd - row.used_micro_usd - row.reserved_micro_usd
+            else budget.micro_usd - counter.used_micro_usd - counter.reserved_micro_usd
         )
         fits = ask.answer_within(room_tokens, room_usd)
         if fits < answer:
@@ -197,33 +181,38 @@ def reserve(
         assert short is not None
         raise _refusal(short, ask)
     grant = Grant(
-        answer_tokens=answer,
-        tokens=ask.prompt_tokens + answer,
-        micro_usd=ask.micro_usd(answer),
+        answer_tokens=answer, tokens=ask.prompt_tokens + answer, micro_usd=ask.micro_usd(answer)
     )
-    conn.execute(_HOLD, {"p_ids": ids, "p_tokens": grant.tokens, "p_usd": grant.micro_usd})
-    conn.execute(
-        insert(budget_reservations),
-        {
-            "call_key": call_key,
-            "task_id": task_id,
-            "tenant_id": tenant_id,
-            "tokens": grant.tokens,
-            "micro_usd": grant.micro_usd,
-            "answer_tokens": grant.answer_tokens,
-            "counters": json.dumps(ids),
-            "created_at": _now(),
-        },
+    db.execute(
+        "UPDATE budget_counters SET reserved_tokens = reserved_tokens + ?, "  # noqa: S608
+        f"reserved_micro_usd = reserved_micro_usd + ? WHERE id IN ({_marks(ids)})",
+        (grant.tokens, grant.micro_usd, *ids),
+    )
+    db.execute(
+        "INSERT INTO budget_reservations (call_key, task_id, tenant_id, tokens, micro_usd, "
+        "answer_tokens, counters, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            call_key,
+            task_id,
+            tenant_id,
+            grant.tokens,
+            grant.micro_usd,
+            grant.answer_tokens,
+            json.dumps(ids),
+            _sqlite_now(),
+        ),
     )
     return grant
 
 
 def held(conn: Connection, call_key: str) -> Grant | None:
     """The grant reserved under ``call_key``, while it is held."""
-    row = conn.execute(_HELD, {"p_key": call_key}).one_or_none()
-    if row is None:
-        return None
-    return Grant(answer_tokens=row.answer_tokens, tokens=row.tokens, micro_usd=row.micro_usd)
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_PG_HELD, {"key": call_key}).one_or_none()
+        if row is None:
+            return None
+        return Grant(answer_tokens=row.answer_tokens, tokens=row.tokens, micro_usd=row.micro_usd)
+    return _sqlite_held(_sqlite(conn), call_key)
 
 
 def settle(
@@ -231,20 +220,10 @@ def settle(
 ) -> list[Settled]:
     """Turn the call's reservation into ``tokens`` and ``micro_usd`` used, once: the
     counters after, or [] when there was nothing (left) to settle."""
-    row = conn.execute(_DROP, {"p_key": call_key, "p_task": task_id}).one_or_none()
-    if row is None:
-        return []
-    params = {
-        "p_ids": json.loads(row.counters),
-        "p_tokens": row.tokens,
-        "p_usd": row.micro_usd,
-        "p_used_tokens": tokens,
-        "p_used_usd": micro_usd,
-    }
-    return [
-        Settled(r.id, r.used_tokens, r.used_micro_usd, r.limit_tokens, r.limit_micro_usd)
-        for r in conn.execute(_SETTLE, params)
-    ]
+    if conn.dialect.name == "postgresql":
+        params = {"key": call_key, "task": task_id, "tokens": tokens, "usd": micro_usd}
+        return [Settled(*row) for row in conn.execute(_PG_SETTLE, params)]
+    return _sqlite_settle(_sqlite(conn), task_id, call_key, tokens, micro_usd)
 
 
 def release(conn: Connection, *, task_id: str, call_key: str) -> None:
@@ -252,39 +231,145 @@ def release(conn: Connection, *, task_id: str, call_key: str) -> None:
     settle(conn, task_id=task_id, call_key=call_key, tokens=0, micro_usd=0)
 
 
-def counters(conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
+def held_keys(conn: Connection, tenant_id: str, task_id: str) -> list[str]:
+    """The keys of the task's reservations still held."""
+    return list(
+        conn.execute(
+            text(
+                "SELECT call_key FROM budget_reservations "
+                "WHERE task_id = :task AND tenant_id = :tenant"
+            ),
+            {"task": task_id, "tenant": tenant_id},
+        ).scalars()
+    )
+
+
+def counters(conn: Connection, ids: Sequence[str]) -> dict[str, Counter]:
     """The counters of ``ids`` that exist, by id."""
-    return {row.id: row for row in conn.execute(_COUNTERS, {"p_ids": sorted(ids)})}
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_PG_COUNTERS, {"ids": sorted(ids)})
+        return {row.id: Counter(*row) for row in rows}
+    return {c.id: c for c in _sqlite_counters(_sqlite(conn), sorted(ids))}
 
 
-def _upsert_limits(conn: Connection, tenant_id: str, budgets: Sequence[Budget]) -> None:
-    """Make missing counters, and record the limits each is reserved under (what the
-    budgets view and the alerts compare with). On PostgreSQL this locks the rows."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(budget_counters)
-    statement = statement.on_conflict_do_update(
-        index_elements=[budget_counters.c.id],
-        set_={
-            "limit_tokens": statement.excluded.limit_tokens,
-            "limit_micro_usd": statement.excluded.limit_micro_usd,
+# --------------------------------------------------------------------------- SQLite
+
+
+def _sqlite(conn: Connection) -> sqlite3.Connection:
+    db = conn.connection.driver_connection
+    assert isinstance(db, sqlite3.Connection)
+    return db
+
+
+def _marks(ids: Sequence[str]) -> str:
+    """One ``?`` per id: the only text formatted into these statements (every value is
+    bound), hence their ``noqa: S608``."""
+    return ", ".join("?" * len(ids))
+
+
+def _sqlite_now() -> str:
+    # The text form SQLAlchemy's SQLite DateTime writes and reads (UTC).
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_counters(db: sqlite3.Connection, ids: Sequence[str]) -> list[Counter]:
+    rows = db.execute(
+        "SELECT id, limit_tokens, limit_micro_usd, used_tokens, reserved_tokens, "  # noqa: S608
+        "used_micro_usd, reserved_micro_usd FROM budget_counters "
+        f"WHERE id IN ({_marks(ids)}) "
+        "ORDER BY id",
+        tuple(ids),
+    ).fetchall()
+    return [Counter(*row) for row in rows]
+
+
+def _sqlite_held(db: sqlite3.Connection, call_key: str) -> Grant | None:
+    row = db.execute(
+        "SELECT answer_tokens, tokens, micro_usd FROM budget_reservations WHERE call_key = ?",
+        (call_key,),
+    ).fetchone()
+    return None if row is None else Grant(*row)
+
+
+def _sqlite_settle(
+    db: sqlite3.Connection, task_id: str, call_key: str, tokens: int, micro_usd: int
+) -> list[Settled]:
+    row = db.execute(
+        "DELETE FROM budget_reservations WHERE call_key = ? AND task_id = ? "
+        "RETURNING tokens, micro_usd, counters",
+        (call_key, task_id),
+    ).fetchone()
+    if row is None:
+        return []
+    held_tokens, held_usd, ids = row[0], row[1], json.loads(row[2])
+    rows = db.execute(
+        "UPDATE budget_counters SET reserved_tokens = reserved_tokens - ?, "  # noqa: S608
+        "reserved_micro_usd = reserved_micro_usd - ?, used_tokens = used_tokens + ?, "
+        f"used_micro_usd = used_micro_usd + ? WHERE id IN ({_marks(ids)}) "
+        "RETURNING id, used_tokens, used_micro_usd, limit_tokens, limit_micro_usd",
+        (held_tokens, held_usd, tokens, micro_usd, *ids),
+    ).fetchall()
+    return [Settled(*r) for r in rows]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+_PG_RESERVE = text(
+    "SELECT answer, tokens, micro_usd, short_id, room_tokens, room_micro_usd "
+    "FROM troupe_reserve(:key, :task, :tenant, CAST(:ids AS text[]), "
+    "CAST(:limit_tokens AS bigint[]), CAST(:limit_usd AS bigint[]), :prompt, :answer, "
+    ":min_answer, :input_price, :output_price, :stale)"
+)
+_PG_SETTLE = text(
+    "SELECT id, used_tokens, used_micro_usd, limit_tokens, limit_micro_usd "
+    "FROM troupe_settle(:key, :task, :tokens, :usd)"
+)
+_PG_HELD = text(
+    "SELECT answer_tokens, tokens, micro_usd FROM budget_reservations WHERE call_key = :key"
+)
+_PG_COUNTERS = text(
+    "SELECT id, limit_tokens, limit_micro_usd, used_tokens, reserved_tokens, "
+    "used_micro_usd, reserved_micro_usd FROM budget_counters "
+    "WHERE id = ANY(CAST(:ids AS text[])) ORDER BY id"
+)
+
+
+def _pg_reserve(
+    conn: Connection,
+    tenant_id: str,
+    task_id: str,
+    call_key: str,
+    budgets: Sequence[Budget],
+    ask: Ask,
+    stale_prefix: str | None,
+) -> Grant:
+    row = conn.execute(
+        _PG_RESERVE,
+        {
+            "key": call_key,
+            "task": task_id,
+            "tenant": tenant_id,
+            "ids": [b.counter for b in budgets],
+            "limit_tokens": [b.tokens for b in budgets],
+            "limit_usd": [b.micro_usd for b in budgets],
+            "prompt": ask.prompt_tokens,
+            "answer": ask.answer_tokens,
+            "min_answer": ask.min_answer_tokens,
+            "input_price": ask.input_price,
+            "output_price": ask.output_price,
+            "stale": stale_prefix,
         },
-    )
-    conn.execute(
-        statement,
-        [
-            {
-                "id": b.counter,
-                "tenant_id": tenant_id,
-                "limit_tokens": b.tokens,
-                "limit_micro_usd": b.micro_usd,
-                "used_tokens": 0,
-                "reserved_tokens": 0,
-                "used_micro_usd": 0,
-                "reserved_micro_usd": 0,
-            }
-            for b in budgets
-        ],
-    )
+    ).one()
+    if row.short_id == "!task":
+        raise _no_task(task_id)
+    if row.short_id is not None:
+        short = next(b for b in budgets if b.counter == row.short_id)
+        raise _refusal((short, row.room_tokens or 0, row.room_micro_usd or 0), ask)
+    return Grant(answer_tokens=row.answer, tokens=row.tokens, micro_usd=row.micro_usd)
+
+
+def _no_task(task_id: str) -> NotFound:
+    return NotFound(f"task {task_id} not found", code="task_not_found")
 
 
 def _refusal(short: tuple[Budget, int, int], ask: Ask) -> BudgetExceeded:

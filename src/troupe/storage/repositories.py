@@ -49,7 +49,6 @@ from troupe.storage.database import Transactions
 from troupe.storage.ledger import Ask, Budget, Grant
 from troupe.storage.tables import (
     UtcDateTime,
-    budget_reservations,
     events,
     sessions,
     task_nodes,
@@ -310,16 +309,9 @@ class SqlTaskStore:
         recording their call) are released first. The grant is settled when the call's
         usage is recorded, or given back by ``release``.
         """
-        try:
-            return await self._tx.write(
-                _reserve, tenant_id, task_id, call_key, budgets, ask, stale_prefix
-            )
-        except IntegrityError:
-            # Reserved before under this key (a repeated request): the same grant.
-            first = await self._tx.read(ledger.held, call_key)
-            if first is None:  # settled or released since: nothing is held for it now
-                raise
-            return first
+        return await self._tx.write(
+            _reserve, tenant_id, task_id, call_key, budgets, ask, stale_prefix
+        )
 
     async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
@@ -464,11 +456,6 @@ _EVENTS_AFTER = (
     )
     .order_by(events.c.seq)
     .limit(bindparam("p_limit"))
-)
-_TASK_EXISTS = select(tasks.c.seq).where(*_TASK)
-_HELD_KEYS = select(budget_reservations.c.call_key).where(
-    budget_reservations.c.task_id == bindparam("p_task"),
-    budget_reservations.c.tenant_id == bindparam("p_tenant"),
 )
 _CALL_KNOWN = select(token_usage.c.id).where(token_usage.c.call_key == bindparam("p_key"))
 _INSERT_CALL = insert(token_usage)
@@ -678,8 +665,6 @@ def _reserve(
     ask: Ask,
     stale_prefix: str | None,
 ) -> Grant:
-    if conn.execute(_TASK_EXISTS, _task_key(tenant_id, task_id)).first() is None:
-        raise NotFound(f"task {task_id} not found", code="task_not_found")
     return ledger.reserve(
         conn,
         tenant_id=tenant_id,
@@ -827,7 +812,7 @@ def _finish(
         _append(conn, tenant_id, task_id, pending)
         return Finish(task=None, call_stored=call_stored)
     # Calls that never recorded (cancelled, crashed) reserve nothing any more.
-    for held in conn.execute(_HELD_KEYS, _task_key(tenant_id, task_id)).scalars().all():
+    for held in ledger.held_keys(conn, tenant_id, task_id):
         ledger.release(conn, task_id=task_id, call_key=held)
     key = _task_key(tenant_id, task_id)
     now = _now()
