@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 from temporalio.client import Client
@@ -29,6 +30,9 @@ from troupe.storage.repositories import SqlTaskStore
 from troupe.storage.tenancy import TenantDirectory
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
+
+if TYPE_CHECKING:
+    from troupe.storage.kv.ledger import RedisBudgetLedger
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,12 @@ class Services:
         rate_limiter = build_rate_limiter(settings)
         router = build_router(settings)
         prompt_cache = build_prompt_cache(settings)
-        journal = TaskJournal(store, fanout)
+        journal = TaskJournal(
+            store,
+            fanout,
+            redis_ledger=build_redis_ledger(settings),
+            alert_threshold=settings.budgets.alert_threshold,
+        )
         client = await connect_temporal(
             temporal_address,
             namespace=settings.temporal.namespace,
@@ -105,6 +114,7 @@ class Services:
             await self.prompt_cache.aclose()
         await self.fanout.aclose()
         await self.rate_limiter.aclose()
+        await self.journal.aclose()
         await self.directory.aclose()
         await self.store.aclose()
 
@@ -131,6 +141,16 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     from troupe.storage.kv.redis import RedisRateLimiter
 
     return RedisRateLimiter(settings.redis.url)
+
+
+def build_redis_ledger(settings: Settings) -> RedisBudgetLedger | None:
+    """The budget ledger in Redis when ``budgets.ledger`` says so (else the database's)."""
+    if settings.budgets.ledger != "redis":
+        return None
+    assert settings.redis.url is not None  # the settings validate this
+    from troupe.storage.kv.ledger import RedisBudgetLedger
+
+    return RedisBudgetLedger(settings.redis.url)
 
 
 def build_prompt_cache(settings: Settings) -> PromptCache | None:

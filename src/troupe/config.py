@@ -126,6 +126,9 @@ class BudgetSettings(_Section):
     session_micro_usd: int | None = Field(default=None, ge=1)
     node_tokens: int | None = Field(default=None, ge=1)
     alert_threshold: float = Field(default=0.8, gt=0, le=1)
+    # Where counters and reservations live: with the tasks in the database (the
+    # default), or in Redis (needs redis.url), shared by every worker.
+    ledger: Literal["database", "redis"] = "database"
 
 
 class TaskSettings(_Section):
@@ -339,6 +342,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _redis_ledger_has_redis(self) -> Settings:
+        if self.budgets.ledger == "redis" and self.redis.url is None:
+            raise ValueError("budgets.ledger redis needs redis.url")
+        return self
 
     @property
     def database_url(self) -> str:

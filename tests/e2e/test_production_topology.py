@@ -86,10 +86,13 @@ def _all_running(client: TroupeClient, ids: list[str], timeout_s: float = 30) ->
 def test_tasks_complete_through_either_api_and_stream_through_the_other(
     topology: Topology,
 ) -> None:
-    api_a, api_b = topology.start("api", "api-a"), topology.start("api", "api-b")
+    # Budgets in Redis here (the other test keeps them in PostgreSQL).
+    redis_ledger = {"TROUPE_BUDGETS__LEDGER": "redis"}
+    api_a = topology.start("api", "api-a", **redis_ledger)
+    api_b = topology.start("api", "api-b", **redis_ledger)
     metrics_ports = free_port(), free_port()
-    topology.start("worker", "worker-a", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[0]))
-    topology.start("worker", "worker-b", TROUPE_WORKER__METRICS_PORT=str(metrics_ports[1]))
+    for name, port in zip(("worker-a", "worker-b"), metrics_ports, strict=True):
+        topology.start("worker", name, TROUPE_WORKER__METRICS_PORT=str(port), **redis_ledger)
     with (
         TroupeClient(api_a.url, api_key=topology.api_key) as a,
         TroupeClient(api_b.url, api_key=topology.api_key) as b,
@@ -104,6 +107,10 @@ def test_tasks_complete_through_either_api_and_stream_through_the_other(
             assert events[-1] == "task.completed"
         assert a.get_task(via_b.id).result
         assert b.get_task(via_a.id).result
+        # Both workers settled their calls in the shared Redis ledger, exactly.
+        spent = a.get_task(via_a.id).usage.total_tokens + b.get_task(via_b.id).usage.total_tokens
+        today = a.budgets().tenant_daily
+        assert (today.used_tokens, today.reserved_tokens) == (spent, 0)
     # No implicit tenant, no bypass: without a key the API refuses, and no dev key exists.
     anonymous = httpx.get(f"{api_a.url}/api/v1/tasks")
     assert anonymous.status_code == 401

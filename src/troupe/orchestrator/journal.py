@@ -8,24 +8,51 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from troupe.agents.metering import CallContext
+from troupe.agents.metering import BudgetLedger, CallContext
 from troupe.domain import EventType, Plan, Strategy, Task, TaskError, TaskStatus
 from troupe.llm.router import Fallback
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
-from troupe.storage.repositories import LLMCallRecord, NodeStart, SqlTaskStore
+from troupe.storage.ledger import Budget
+from troupe.storage.repositories import (
+    DayBudgetStatus,
+    LLMCallRecord,
+    NodeStart,
+    SqlTaskStore,
+    budget_alerts,
+    day_counter,
+    day_status_of,
+)
+
+if TYPE_CHECKING:
+    # Imported by app.py only when configured: the redis client costs start-up time.
+    from troupe.storage.kv.ledger import RedisBudgetLedger
 
 logger = logging.getLogger(__name__)
 
 
 class TaskJournal:
-    """Status transitions, metered calls and events of tasks, announced to listeners."""
+    """Status transitions, metered calls and events of tasks, announced to listeners.
 
-    def __init__(self, store: SqlTaskStore, fanout: EventFanout) -> None:
+    Budgets live in the database with the tasks (the store is the ledger, and recording
+    a call settles it in the same transaction), or in Redis (``budgets.ledger``); then a
+    call is settled there first, so a crash in between leaves its use counted.
+    """
+
+    def __init__(
+        self,
+        store: SqlTaskStore,
+        fanout: EventFanout,
+        *,
+        redis_ledger: RedisBudgetLedger | None = None,
+        alert_threshold: float = 0.8,
+    ) -> None:
         self._store = store
         self._fanout = fanout
+        self._redis_ledger = redis_ledger
+        self._threshold = alert_threshold
 
     async def started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
         task = await self._store.mark_started(tenant_id, task_id, attempt=attempt)
@@ -44,18 +71,48 @@ class TaskJournal:
         await self._fanout.publish(task_id)
         return task
 
+    async def aclose(self) -> None:
+        if self._redis_ledger is not None:
+            await self._redis_ledger.aclose()
+
     @property
-    def ledger(self) -> SqlTaskStore:
-        """Token reservations live with the task they count against."""
-        return self._store
+    def ledger(self) -> BudgetLedger:
+        """Where calls reserve against their budgets."""
+        return self._redis_ledger or self._store
+
+    async def day_status(self, tenant_id: str, limits: Budget | None = None) -> DayBudgetStatus:
+        """The tenant's budget today (UTC), from whichever ledger holds it."""
+        if self._redis_ledger is None:
+            return await self._store.day_budget(tenant_id, limits)
+        day = datetime.now(UTC).date().isoformat()
+        counter = day_counter(tenant_id, day)
+        found = (await self._redis_ledger.counters([counter])).get(counter)
+        return day_status_of(day, found, limits, self._threshold)
 
     async def task(self, tenant_id: str, task_id: str) -> Task:
         return await self._store.get_task(tenant_id, task_id)
 
     async def llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
+        await self._settle_in_redis(tenant_id, task_id, call)
         if await self._store.record_llm_call(tenant_id, task_id, call):
             await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
+
+    async def _settle_in_redis(
+        self, tenant_id: str, task_id: str, call: LLMCallRecord | None
+    ) -> None:
+        """With the Redis ledger: settle the call there (once), and raise its alerts."""
+        if self._redis_ledger is None or call is None or call.cache_hit:
+            return
+        settled = await self._redis_ledger.settle(
+            tenant_id,
+            task_id,
+            call.call_key,
+            tokens=call.usage.total_tokens,
+            micro_usd=call.usage.cost_micro_usd,
+        )
+        for event, data in budget_alerts(settled, call.usage, self._threshold):
+            await self._store.append_event(tenant_id, task_id, event, data)
 
     async def llm_fallback(self, ctx: CallContext, fallback: Fallback) -> None:
         """A call left a provider for the next candidate (the router counts the metric)."""
@@ -95,6 +152,7 @@ class TaskJournal:
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
     ) -> None:
+        await self._settle_in_redis(tenant_id, task_id, call)
         if await self._store.node_completed(tenant_id, task_id, node_id, output, call):
             await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
@@ -123,12 +181,16 @@ class TaskJournal:
         call: LLMCallRecord | None = None,
     ) -> None:
         """End the task once; ``call`` is the metered call that produced ``result``."""
+        await self._settle_in_redis(tenant_id, task_id, call)
         ended = await self._store.finish(
             tenant_id, task_id, status, result=result, error=error, call=call
         )
         if call is not None and ended.call_stored:
             await self._counted(tenant_id, call)
         task = ended.task
+        if self._redis_ledger is not None:
+            # Calls that never recorded (cancelled, crashed) hold nothing any more.
+            await self._redis_ledger.release_all(tenant_id, task_id)
         if task is None:
             if ended.call_stored:
                 await self._fanout.publish(task_id)
@@ -152,7 +214,7 @@ class TaskJournal:
         _count_call(call)
         if call.cache_hit:
             return
-        utilization = (await self._store.day_budget(tenant_id)).utilization
+        utilization = (await self.day_status(tenant_id)).utilization
         if utilization is not None:
             metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(utilization)
 

@@ -22,7 +22,7 @@ from troupe.orchestrator.routing import choose_strategy
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.ledger import Budget
-from troupe.storage.repositories import NewTask, SqlTaskStore, day_counter
+from troupe.storage.repositories import NewTask, SqlTaskStore, day_counter, day_exhausted
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,11 @@ class TaskLauncher:
         if strategy is None:
             strategy = choose_strategy(query, self._settings.orchestrator)
         task_id = new_task_id()
+        if self._journal.ledger is not self._store:
+            # Budgets live in Redis: the day is checked there (the database's is empty).
+            if (await self._journal.day_status(tenant_id, day)).exhausted:
+                raise day_exhausted(day, datetime.now(UTC))
+            day = None
         task = await self._store.create_task(
             NewTask(
                 id=task_id,

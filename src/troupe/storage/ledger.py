@@ -179,7 +179,7 @@ def reserve(
             short = (budget, room_tokens or 0, room_usd or 0)
     if answer < ask.min_answer_tokens:
         assert short is not None
-        raise _refusal(short, ask)
+        raise refusal(short, ask)
     grant = Grant(
         answer_tokens=answer, tokens=ask.prompt_tokens + answer, micro_usd=ask.micro_usd(answer)
     )
@@ -364,7 +364,7 @@ def _pg_reserve(
         raise _no_task(task_id)
     if row.short_id is not None:
         short = next(b for b in budgets if b.counter == row.short_id)
-        raise _refusal((short, row.room_tokens or 0, row.room_micro_usd or 0), ask)
+        raise refusal((short, row.room_tokens or 0, row.room_micro_usd or 0), ask)
     return Grant(answer_tokens=row.answer, tokens=row.tokens, micro_usd=row.micro_usd)
 
 
@@ -372,7 +372,7 @@ def _no_task(task_id: str) -> NotFound:
     return NotFound(f"task {task_id} not found", code="task_not_found")
 
 
-def _refusal(short: tuple[Budget, int, int], ask: Ask) -> BudgetExceeded:
+def refusal(short: tuple[Budget, int, int], ask: Ask) -> BudgetExceeded:
     budget, room_tokens, room_usd = short
     name = SCOPE_NAMES.get(budget.scope, budget.scope)
     needs = ask.prompt_tokens + ask.min_answer_tokens

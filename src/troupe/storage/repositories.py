@@ -46,7 +46,7 @@ from troupe.domain import (
 from troupe.errors import NotFound, RateLimited
 from troupe.storage import ledger
 from troupe.storage.database import Transactions
-from troupe.storage.ledger import Ask, Budget, Grant
+from troupe.storage.ledger import Ask, Budget, Counter, Grant, Settled
 from troupe.storage.tables import (
     UtcDateTime,
     events,
@@ -317,6 +317,21 @@ class SqlTaskStore:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
         await self._tx.write(_release, task_id, call_key)
 
+    async def settle(
+        self, tenant_id: str, task_id: str, call_key: str, *, tokens: int, micro_usd: int
+    ) -> list[Settled]:
+        """Settle a reservation alone, without recording a call: the ledger's own
+        operation (recording a call settles its reservation in the same transaction)."""
+        return await self._tx.write(
+            lambda conn: ledger.settle(
+                conn, task_id=task_id, call_key=call_key, tokens=tokens, micro_usd=micro_usd
+            )
+        )
+
+    async def counters(self, ids: Sequence[str]) -> dict[str, Counter]:
+        """The budget counters of ``ids`` that exist."""
+        return await self._tx.read(ledger.counters, ids)
+
     async def set_strategy(
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
     ) -> None:
@@ -528,13 +543,7 @@ def _create_task(
     if day is not None:
         today = _day_status(conn, new.tenant_id, now.date().isoformat(), day, 1.0)
         if today.exhausted:
-            midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
-            raise RateLimited(
-                f"the tenant's daily budget ({_limits_text(day)}) is used up; it resets "
-                f"at {midnight.isoformat()}",
-                code="budget_exhausted",
-                retry_after_s=(midnight - now).total_seconds(),
-            )
+            raise day_exhausted(day, now)
     max_active, key_max_active = limits
     if key_max_active is None or new.api_key_id is None:
         key_max_active = None
@@ -684,20 +693,37 @@ def _day_status(
     conn: Connection, tenant_id: str, day: str, limits: Budget | None, threshold: float
 ) -> DayBudgetStatus:
     counter = day_counter(tenant_id, day)
-    row = ledger.counters(conn, [counter]).get(counter)
+    return day_status_of(day, ledger.counters(conn, [counter]).get(counter), limits, threshold)
+
+
+def day_exhausted(day: Budget, now: datetime) -> RateLimited:
+    """The refusal of a submission while the tenant's day is used up."""
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+    return RateLimited(
+        f"the tenant's daily budget ({_limits_text(day)}) is used up; it resets "
+        f"at {midnight.isoformat()}",
+        code="budget_exhausted",
+        retry_after_s=(midnight - now).total_seconds(),
+    )
+
+
+def day_status_of(
+    day: str, counter: Counter | None, limits: Budget | None, threshold: float
+) -> DayBudgetStatus:
+    """A tenant's day from its counter, against ``limits`` (else the counter's own)."""
     if limits is not None:
         tokens, usd = limits.tokens, limits.micro_usd
     else:
-        tokens = row.limit_tokens if row is not None else None
-        usd = row.limit_micro_usd if row is not None else None
+        tokens = counter.limit_tokens if counter is not None else None
+        usd = counter.limit_micro_usd if counter is not None else None
     return DayBudgetStatus(
         day=day,
         limit_tokens=tokens,
         limit_micro_usd=usd,
-        used_tokens=int(row.used_tokens) if row is not None else 0,
-        reserved_tokens=int(row.reserved_tokens) if row is not None else 0,
-        used_micro_usd=int(row.used_micro_usd) if row is not None else 0,
-        reserved_micro_usd=int(row.reserved_micro_usd) if row is not None else 0,
+        used_tokens=counter.used_tokens if counter is not None else 0,
+        reserved_tokens=counter.reserved_tokens if counter is not None else 0,
+        used_micro_usd=counter.used_micro_usd if counter is not None else 0,
+        reserved_micro_usd=counter.reserved_micro_usd if counter is not None else 0,
         alert_threshold=threshold,
     )
 
@@ -743,15 +769,17 @@ def _add_call(
         },
     )
     conn.execute(_ADD_TASK_USAGE, {**_task_key(tenant_id, task_id), **_usage_params(call.usage)})
-    day = next((c for c in settled if c.counter.startswith("day:")), None)
-    return _alert(day, call.usage, threshold) if day is not None else []
+    return budget_alerts(settled, call.usage, threshold)
 
 
-def _alert(
-    day: ledger.Settled, usage: Usage, threshold: float
+def budget_alerts(
+    settled: Sequence[Settled], usage: Usage, threshold: float
 ) -> list[tuple[EventType, dict[str, Any]]]:
-    """A ``budget.alert`` when this call's use took the tenant's day over the threshold
-    of its token limit or of its money limit."""
+    """A ``budget.alert`` when this call's use (settled on these counters) took its
+    tenant's day over the threshold of its token limit or of its money limit."""
+    day = next((c for c in settled if c.counter.startswith("day:")), None)
+    if day is None:
+        return []
     crossed = [
         (kind, used, limit)
         for kind, used, spent, limit in (

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi import APIRouter
 
-from troupe.gateway.deps import PrincipalDep, SettingsDep, StoreDep
+from troupe.gateway.deps import PrincipalDep, ServicesDep, SettingsDep
 from troupe.gateway.limits import default_budgets, today_budget
 from troupe.gateway.routes.tasks import ERRORS
 from troupe.gateway.schemas import (
@@ -20,11 +20,13 @@ router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
 
 
 @router.get("", response_model=BudgetsView, responses=ERRORS)
-async def budgets(principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> BudgetsView:
+async def budgets(
+    principal: PrincipalDep, services: ServicesDep, settings: SettingsDep
+) -> BudgetsView:
     """Today's tokens and money of the tenant (used, reserved by calls in flight, left)
     against its daily limits, which reset at midnight UTC; and what one task, one plan
     node and one session may use."""
-    status = await store.day_budget(principal.tenant_id, today_budget(principal))
+    status = await services.journal.day_status(principal.tenant_id, today_budget(principal))
     day = date.fromisoformat(status.day)
     defaults = default_budgets(principal, settings.tasks.default_token_budget, settings)
     return BudgetsView(

@@ -1,0 +1,206 @@
+"""One contract for every budget ledger: the database's (SQLite, PostgreSQL) and Redis's.
+
+Each backend reserves a call against several budgets at once, all or none, in tokens
+and micro-dollars; returns the first grant to a repeated key; settles or releases once;
+and, hammered by 50 agents in 2 processes, never lets used tokens pass a limit, with
+exactly the refusals the arithmetic says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.servers import create_database, drop_database
+from troupe.domain import Strategy
+from troupe.errors import BudgetExceeded
+from troupe.storage import database
+from troupe.storage.kv.ledger import RedisBudgetLedger
+from troupe.storage.ledger import Ask, Budget, Counter, Grant, Settled
+from troupe.storage.repositories import NewTask, SqlTaskStore, day_counter
+
+pytestmark = pytest.mark.integration
+
+
+class Ledger(Protocol):
+    async def reserve(
+        self,
+        tenant_id: str,
+        task_id: str,
+        call_key: str,
+        *,
+        budgets: Sequence[Budget],
+        ask: Ask,
+        stale_prefix: str | None = None,
+    ) -> Grant: ...
+
+    async def settle(
+        self, tenant_id: str, task_id: str, call_key: str, *, tokens: int, micro_usd: int
+    ) -> list[Settled]: ...
+
+    async def release(self, tenant_id: str, task_id: str, call_key: str) -> None: ...
+
+    async def counters(self, ids: Sequence[str]) -> dict[str, Counter]: ...
+
+
+@dataclass
+class Backend:
+    ledger: Ledger
+    url: str  # where a child process finds the same ledger
+    namespace: str = "troupe"
+
+
+TASKS = ("tsk_000000000000000000000001", "tsk_000000000000000000000002")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "redis":
+        namespace = f"test-{secrets.token_hex(4)}"
+        url = request.getfixturevalue("redis_url")
+        ledger = RedisBudgetLedger(url, namespace=namespace)
+        yield Backend(ledger, url, namespace)
+        await ledger.aclose()
+        return
+    server_url = ""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        server_url = request.getfixturevalue("postgres_url")
+        url = await create_database(server_url)
+    engine = database.create_engine(url)
+    await database.upgrade(engine)
+    store = SqlTaskStore(engine)
+    for task_id in TASKS:
+        await store.create_task(
+            NewTask(
+                id=task_id,
+                tenant_id="acme",
+                session_id=None,
+                query="q",
+                strategy=Strategy.SIMPLE,
+                token_budget=10**9,
+                workflow_id=f"task-{task_id}",
+            )
+        )
+    yield Backend(store, url)
+    await store.aclose()
+    if server_url:
+        await drop_database(url, server_url)
+
+
+def _ask(want: int, minimum: int) -> Ask:
+    """``want`` tokens in all, at least ``minimum``."""
+    return Ask(prompt_tokens=minimum - 1, answer_tokens=want - minimum + 1)
+
+
+async def test_all_budgets_or_none(backend: Backend) -> None:
+    ledger = backend.ledger
+    first, second = TASKS
+    task = Budget(f"task:{first}", 10_000)
+    node = Budget(f"node:{first}:n1", 300)
+    session = Budget("session:acme:s1", 500)
+    grant = await ledger.reserve(
+        "acme", first, "a", budgets=[task, node, session], ask=_ask(800, 50)
+    )
+    assert grant.tokens == 300
+    other = Budget(f"task:{second}", 10_000)
+    grant = await ledger.reserve("acme", second, "b", budgets=[other, session], ask=_ask(800, 50))
+    assert grant.tokens == 200
+    with pytest.raises(BudgetExceeded, match="the session's budget has 0 of 500 tokens"):
+        await ledger.reserve("acme", second, "c", budgets=[other, session], ask=_ask(100, 50))
+    held = await ledger.counters([other.counter, session.counter, "task:nobody"])
+    assert held[other.counter].reserved_tokens == 200  # nothing of the refused call
+    assert held[session.counter].reserved_tokens == 500
+    assert "task:nobody" not in held
+
+
+async def test_a_repeated_key_gets_its_first_grant(backend: Backend) -> None:
+    task = Budget(f"task:{TASKS[0]}", 1000)
+    first = await backend.ledger.reserve("acme", TASKS[0], "k", budgets=[task], ask=_ask(300, 50))
+    again = await backend.ledger.reserve("acme", TASKS[0], "k", budgets=[task], ask=_ask(900, 50))
+    assert first == again
+    assert (await backend.ledger.counters([task.counter]))[task.counter].reserved_tokens == 300
+
+
+async def test_settle_and_release_happen_once(backend: Backend) -> None:
+    ledger, task_id = backend.ledger, TASKS[0]
+    day = Budget(day_counter("acme", datetime.now(UTC).date().isoformat()), 5000, 900)
+    budgets = [Budget(f"task:{task_id}", 1000), day]
+    await ledger.reserve("acme", task_id, "s", budgets=budgets, ask=_ask(300, 50))
+    await ledger.reserve("acme", task_id, "r", budgets=budgets, ask=_ask(200, 50))
+    settled = await ledger.settle("acme", task_id, "s", tokens=120, micro_usd=40)
+    assert {s.counter: (s.used_tokens, s.used_micro_usd) for s in settled} == {
+        f"task:{task_id}": (120, 40),
+        day.counter: (120, 40),
+    }
+    assert next(s for s in settled if s.counter == day.counter).limit_micro_usd == 900
+    assert await ledger.settle("acme", task_id, "s", tokens=120, micro_usd=40) == []
+    await ledger.release("acme", task_id, "r")
+    await ledger.release("acme", task_id, "r")
+    counter = (await ledger.counters([day.counter]))[day.counter]
+    assert (counter.used_tokens, counter.reserved_tokens, counter.used_micro_usd) == (120, 0, 40)
+
+
+async def test_money_shortens_the_answer(backend: Backend) -> None:
+    money = Budget(f"task:{TASKS[0]}", None, 1_000)
+    ask = Ask(prompt_tokens=100, answer_tokens=500, input_price=2_000_000, output_price=10_000_000)
+    grant = await backend.ledger.reserve("acme", TASKS[0], "m", budgets=[money], ask=ask)
+    assert (grant.answer_tokens, grant.micro_usd) == (80, 1_000)
+    with pytest.raises(BudgetExceeded, match="0 of 1000 micro-dollars"):
+        await backend.ledger.reserve("acme", TASKS[0], "n", budgets=[money], ask=ask)
+
+
+async def test_a_retry_releases_what_its_dead_attempts_held(backend: Backend) -> None:
+    task = Budget(f"task:{TASKS[0]}", 1000)
+    for key in ("run:act-1:1:0", "run:act-2:1:0"):
+        await backend.ledger.reserve("acme", TASKS[0], key, budgets=[task], ask=_ask(400, 50))
+    grant = await backend.ledger.reserve(
+        "acme",
+        TASKS[0],
+        "run:act-1:2:0",
+        budgets=[task],
+        ask=_ask(500, 50),
+        stale_prefix="run:act-1:",
+    )
+    assert grant.tokens == 500  # act-1's first attempt gave its 400 back; act-2 keeps its own
+    assert (await backend.ledger.counters([task.counter]))[task.counter].reserved_tokens == 900
+
+
+async def test_fifty_agents_in_two_processes_never_pass_the_limit(backend: Backend) -> None:
+    budget, per_call, task_id = 2000, 100, TASKS[1]
+
+    async def process(tag: str) -> dict[str, int]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.storage.ledger_hammer",
+            backend.url,
+            task_id,
+            "25",
+            str(per_call),
+            tag,
+            str(budget),
+            backend.namespace,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await child.communicate()
+        assert child.returncode == 0, err.decode()
+        result: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return result
+
+    one, two = await asyncio.gather(process("one"), process("two"))
+    assert one["settled"] + two["settled"] == budget // per_call  # 20 fit
+    assert one["refused"] + two["refused"] == 50 - budget // per_call  # 30 are refused
+    counter = (await backend.ledger.counters([f"task:{task_id}"]))[f"task:{task_id}"]
+    assert (counter.used_tokens, counter.reserved_tokens) == (budget, 0)
