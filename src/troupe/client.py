@@ -62,25 +62,15 @@ def _raise_for(response: httpx.Response) -> None:
     raise TroupeAPIError(response.status_code, code, message)
 
 
-def _submit_body(
-    query: str,
-    session_id: str | None,
-    strategy: str | None,
-    token_budget: int | None,
-    require_approval: bool,
-    cache: bool,
-) -> dict[str, Any]:
+def _submit_body(query: str, **fields: Any) -> dict[str, Any]:
+    """The submit request: the query and every field given that is not the default."""
+    defaults = {"require_approval": False, "cache": True}
     body: dict[str, Any] = {"query": query}
-    if require_approval:
-        body["require_approval"] = True
-    if not cache:
-        body["cache"] = False
-    if session_id is not None:
-        body["session_id"] = session_id
-    if strategy is not None:
-        body["strategy"] = strategy
-    if token_budget is not None:
-        body["token_budget"] = token_budget
+    body.update(
+        (name, value)
+        for name, value in fields.items()
+        if value is not None and value != defaults.get(name)
+    )
     return body
 
 
@@ -165,8 +155,19 @@ class AsyncTroupeClient:
         token_budget: int | None = None,
         require_approval: bool = False,
         cache: bool = True,
+        cost_budget_micro_usd: int | None = None,
+        node_token_budget: int | None = None,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget, require_approval, cache)
+        body = _submit_body(
+            query,
+            session_id=session_id,
+            strategy=strategy,
+            token_budget=token_budget,
+            require_approval=require_approval,
+            cache=cache,
+            cost_budget_micro_usd=cost_budget_micro_usd,
+            node_token_budget=node_token_budget,
+        )
         response = await self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
@@ -316,8 +317,19 @@ class TroupeClient:
         token_budget: int | None = None,
         require_approval: bool = False,
         cache: bool = True,
+        cost_budget_micro_usd: int | None = None,
+        node_token_budget: int | None = None,
     ) -> TaskView:
-        body = _submit_body(query, session_id, strategy, token_budget, require_approval, cache)
+        body = _submit_body(
+            query,
+            session_id=session_id,
+            strategy=strategy,
+            token_budget=token_budget,
+            require_approval=require_approval,
+            cache=cache,
+            cost_budget_micro_usd=cost_budget_micro_usd,
+            node_token_budget=node_token_budget,
+        )
         response = self._http.post("/api/v1/tasks", json=body)
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
