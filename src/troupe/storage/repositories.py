@@ -310,12 +310,20 @@ class SqlTaskStore:
         usage is recorded, or given back by ``release``.
         """
         return await self._tx.write(
-            _reserve, tenant_id, task_id, call_key, budgets, ask, stale_prefix
+            lambda conn: ledger.reserve(
+                conn,
+                tenant_id=tenant_id,
+                task_id=task_id,
+                call_key=call_key,
+                budgets=budgets,
+                ask=ask,
+                stale_prefix=stale_prefix,
+            )
         )
 
     async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
-        await self._tx.write(_release, task_id, call_key)
+        await self._tx.write(lambda conn: ledger.release(conn, task_id=task_id, call_key=call_key))
 
     async def settle(
         self, tenant_id: str, task_id: str, call_key: str, *, tokens: int, micro_usd: int
@@ -663,30 +671,6 @@ def _usage_params(usage: Usage) -> dict[str, Any]:
         "p_completion": usage.completion_tokens,
         "p_cost": usage.cost_micro_usd,
     }
-
-
-def _reserve(
-    conn: Connection,
-    tenant_id: str,
-    task_id: str,
-    call_key: str,
-    budgets: Sequence[Budget],
-    ask: Ask,
-    stale_prefix: str | None,
-) -> Grant:
-    return ledger.reserve(
-        conn,
-        tenant_id=tenant_id,
-        task_id=task_id,
-        call_key=call_key,
-        budgets=budgets,
-        ask=ask,
-        stale_prefix=stale_prefix,
-    )
-
-
-def _release(conn: Connection, task_id: str, call_key: str) -> None:
-    ledger.release(conn, task_id=task_id, call_key=call_key)
 
 
 def _day_status(
