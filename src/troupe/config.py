@@ -107,6 +107,26 @@ class JwtSettings(_Section):
         return self
 
 
+class PolicySettings(_Section):
+    """Who may do what: Rego policies, embedded (regorus) or on an OPA server."""
+
+    engine: Literal["embedded", "opa"] = "embedded"
+    # The policy files (*.rego, their *_test.rego and data.json) for the embedded engine.
+    dir: Path = Path("policies")
+    opa_url: str | None = None
+    timeout_s: float = Field(default=2.0, gt=0)
+    # How often the embedded engine looks for changed files (hot reload).
+    reload_interval_s: float = Field(default=1.0, gt=0)
+    # Tenants created without a plan get this one (a key of data.json's plans).
+    default_plan: str = "standard"
+
+    @model_validator(mode="after")
+    def _opa_has_a_url(self) -> PolicySettings:
+        if self.engine == "opa" and not self.opa_url:
+            raise ValueError("engine opa needs opa_url")
+        return self
+
+
 class AuthSettings(_Section):
     """Every API request (but health and metrics) carries an API key or a JWT."""
 
@@ -327,6 +347,7 @@ class Settings(BaseSettings):
     tasks: TaskSettings = TaskSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    policy: PolicySettings = PolicySettings()
     budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()

@@ -32,6 +32,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
+policy_app = typer.Typer(no_args_is_help=True, help="Authorization policies (Rego).")
+app.add_typer(policy_app, name="policy")
 console = Console(stderr=True)
 _T = TypeVar("_T")
 
@@ -313,6 +315,43 @@ def providers(
         out.print_json(answer.model_dump_json())
     else:
         out.print(providers_table(answer))
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Policy directory (default: policy.dir)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List passing tests")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run the Rego unit tests (test_* rules of policies/*_test.rego), like `opa test`.
+    Exit code 1 when any fails, 2 when a file does not compile."""
+    from troupe.policy.rego_tests import run_tests
+
+    where = directory or _settings(config).policy.dir
+    try:
+        results = run_tests(where)
+    except TroupeError as exc:
+        console.print(f"[red]{exc.message}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    out = Console()
+    for result in results:
+        if result.outcome == "pass" and not verbose:
+            continue
+        label = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[result.outcome]
+        line = f"{label}: {result.name} ({result.seconds * 1000:.2f} ms)"
+        if result.detail:
+            line += f"\n  {result.detail}"
+        out.print(line, highlight=False, markup=False)
+    passed = sum(r.outcome == "pass" for r in results)
+    failed = len(results) - passed
+    out.print("-" * 60, highlight=False)
+    summary = f"PASS: {passed}/{len(results)}" + (f", FAIL: {failed}" if failed else "")
+    out.print(summary, highlight=False)
+    if not results:
+        console.print(f"no test_* rules in {where}/*_test.rego")
+    raise typer.Exit(1 if failed or not results else 0)
 
 
 @db_app.command("upgrade")
