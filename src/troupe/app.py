@@ -23,6 +23,11 @@ from troupe.llm.secrets import provider_keys
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import TaskLauncher
 from troupe.orchestrator.worker import build_worker
+from troupe.policy.authorizer import Authorizer
+from troupe.policy.base import PolicyEngine
+from troupe.policy.opa import OpaHttpEngine
+from troupe.policy.rego import RegoEngine
+from troupe.storage.audit import DecisionLog
 from troupe.storage.database import create_engine
 from troupe.storage.kv.base import EventFanout, RateLimiter
 from troupe.storage.kv.memory import MemoryEventFanout, MemoryRateLimiter
@@ -50,6 +55,8 @@ class Services:
     router: LLMRouter
     prompt_cache: PromptCache | None
     journal: TaskJournal
+    authorizer: Authorizer
+    decisions: DecisionLog
     temporal: Client
     launcher: TaskLauncher
 
@@ -76,6 +83,10 @@ class Services:
             redis_ledger=build_redis_ledger(settings),
             alert_threshold=settings.budgets.alert_threshold,
         )
+        decisions = DecisionLog(engine)
+        authorizer = Authorizer(
+            build_policy_engine(settings), decisions, on_denied=journal.policy_denied
+        )
         client = await connect_temporal(
             temporal_address,
             namespace=settings.temporal.namespace,
@@ -94,6 +105,8 @@ class Services:
             router,
             prompt_cache,
             journal,
+            authorizer,
+            decisions,
             client,
             launcher,
         )
@@ -106,6 +119,7 @@ class Services:
             journal=self.journal,
             tools=build_tools(),
             cache=self.prompt_cache,
+            authorizer=self.authorizer,
         )
 
     async def aclose(self) -> None:
@@ -115,6 +129,8 @@ class Services:
         await self.fanout.aclose()
         await self.rate_limiter.aclose()
         await self.journal.aclose()
+        await self.authorizer.aclose()
+        await self.decisions.aclose()
         await self.directory.aclose()
         await self.store.aclose()
 
@@ -141,6 +157,15 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     from troupe.storage.kv.redis import RedisRateLimiter
 
     return RedisRateLimiter(settings.redis.url)
+
+
+def build_policy_engine(settings: Settings) -> PolicyEngine:
+    """The embedded regorus engine on ``policy.dir``, or a remote OPA server."""
+    policy = settings.policy
+    if policy.engine == "opa":
+        assert policy.opa_url is not None  # the settings validate this
+        return OpaHttpEngine(policy.opa_url, timeout_s=policy.timeout_s)
+    return RegoEngine(policy.dir, reload_interval_s=policy.reload_interval_s)
 
 
 def build_redis_ledger(settings: Settings) -> RedisBudgetLedger | None:

@@ -49,6 +49,7 @@ class EventType(enum.StrEnum):
     LLM_CALL = "llm.call"
     LLM_FALLBACK = "llm.fallback"
     BUDGET_ALERT = "budget.alert"
+    POLICY_DENIED = "policy.denied"
     STRATEGY_CHOSEN = "strategy.chosen"
     PLAN_CREATED = "plan.created"
     PLAN_FALLBACK = "plan.fallback"
@@ -169,6 +170,26 @@ class Task(BaseModel):
     plan: Plan | None = None
     cost_budget_micro_usd: int | None = None
     node_token_budget: int | None = None
+
+
+class Actor(BaseModel):
+    """Who acts, as the policy sees them: the tenant (its plan) and the user and role of
+    the credential. A task carries its submitter's, so the agents' tool calls and model
+    choices are judged for them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    plan: str = "standard"
+    user_id: str | None = None
+    role: Literal["admin", "member"] = "member"
+    tenant_status: str = "active"
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "tenant": {"id": self.tenant_id, "status": self.tenant_status, "plan": self.plan},
+            "subject": {"user": self.user_id, "role": self.role},
+        }
 
 
 class TaskBudgets(BaseModel):

@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from troupe.config import LLMSettings, ModelPrice
-from troupe.domain import ModelTier, TaskBudgets, Usage
+from troupe.domain import Actor, ModelTier, TaskBudgets, Usage
 from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
 from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
 from troupe.llm.router import Fallback, LLMRouter, Routed
 from troupe.observability import metrics
+from troupe.policy.authorizer import Authorizer
 from troupe.storage.ledger import Ask, Budget, Grant
 from troupe.storage.repositories import LLMCallRecord, day_counter
 
@@ -35,6 +36,8 @@ class CallContext:
     # Unique per activity (all its attempts); the attempt key starts with it.
     activity_key: str = ""
     use_cache: bool = True  # the task may opt out of the prompt cache
+    # Whose task it is, for the policy's model.use decision (None: not judged).
+    actor: Actor | None = None
 
     def budgets_now(self) -> list[Budget]:
         """The budgets a call made now draws on: its task's, its node's and its
@@ -94,7 +97,9 @@ class MeteredLLM:
         cache: PromptCache | None = None,
         *,
         on_fallback: FallbackSink | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
+        self._authorizer = authorizer
         self._router = router
         self._ledger = ledger
         self._settings = settings
@@ -130,6 +135,15 @@ class MeteredLLM:
             max_tokens=self._settings.max_tokens,
             response_format=response_format,
         )
+        if self._authorizer is not None and ctx.actor is not None:
+            # Before the cache too: a cached answer is still that model's output.
+            candidate = self._router.plan(tier, model)[0]
+            await self._authorizer.require(
+                "model.use",
+                ctx.actor,
+                {"tier": tier, "model": request.model, "provider": candidate.provider},
+                task_id=ctx.task_id,
+            )
         cache = self._cache if ctx.use_cache else None
         key = cache_key(request) if cache is not None else ""
         if cache is not None:

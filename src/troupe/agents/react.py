@@ -18,6 +18,7 @@ from troupe.errors import ConfigError, InvalidInput, NotFound
 from troupe.llm.messages import ChatMessage, StructuredOutput
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import ReactStepResult, ReactTurn
+from troupe.policy.authorizer import Authorizer
 from troupe.tools.base import ToolRegistry
 
 
@@ -59,9 +60,12 @@ class ReactAgent:
         tools: ToolRegistry,
         llm_settings: LLMSettings,
         orchestrator: OrchestratorSettings,
+        *,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self._llm = llm
         self._journal = journal
+        self._authorizer = authorizer
         unknown = sorted(set(orchestrator.react_tools) - set(tools.names()))
         if unknown:
             raise ConfigError(
@@ -103,7 +107,7 @@ class ReactAgent:
             )
             return ReactStepResult(answer=answer)
         await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
-        observation = await self._act(step.action)
+        observation = await self._act(ctx, step.action)
         turn = ReactTurn(
             thought=step.thought,
             tool=step.action.tool,
@@ -142,10 +146,18 @@ class ReactAgent:
             messages.append(ChatMessage(role="user", content=f"Observation: {turn.observation}"))
         return tuple(messages)
 
-    async def _act(self, call: ToolCall) -> str:
-        """Run the tool; a refusal is an observation the agent can react to."""
+    async def _act(self, ctx: CallContext, call: ToolCall) -> str:
+        """Run the tool; a refusal is an observation the agent can react to, but a policy
+        denial ends the task (PolicyDenied) with the policy's reason."""
         if call.tool not in self._allowed:
             return f"error: tool {call.tool!r} is not available; use one of {list(self._allowed)}"
+        if self._authorizer is not None and ctx.actor is not None:
+            request = {
+                "tool": {"name": call.tool},
+                "arguments": call.arguments,
+                "argument_bytes": len(json.dumps(call.arguments)),
+            }
+            await self._authorizer.require("tool.invoke", ctx.actor, request, task_id=ctx.task_id)
         try:
             return await self._tools.call(call.tool, call.arguments)
         except (InvalidInput, NotFound) as exc:

@@ -75,6 +75,7 @@ class Authenticator:
             role=record.key.role,
             via="api_key",
             limits=self._limits(record.tenant, record.key.limits),
+            plan=record.tenant.plan,
             user_id=record.key.user_id,
             key_id=record.key.id,
         )
@@ -93,6 +94,7 @@ class Authenticator:
             role=claims.role,
             via="jwt",
             limits=self._limits(tenant, KeyLimits()),
+            plan=tenant.plan,
             user_id=claims.subject,
         )
 

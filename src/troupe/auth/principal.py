@@ -32,6 +32,8 @@ class Principal:
     role: Role
     via: Literal["api_key", "jwt"]
     limits: Limits
+    # The tenant's plan: what the policy lets it use.
+    plan: str = "standard"
     # A key's user, or a JWT's subject; None for a key that belongs to no user.
     user_id: str | None = None
     key_id: str | None = None

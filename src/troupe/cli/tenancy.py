@@ -84,6 +84,9 @@ async def _engine(settings: Settings) -> AsyncEngine:
 def tenant_create(
     tenant_id: Annotated[str, typer.Argument(help="Id: lowercase letters, digits, hyphens")],
     name: Annotated[str | None, typer.Option(help="Display name (default: the id)")] = None,
+    plan: Annotated[
+        str | None, typer.Option(help="Plan in the policy data (default: policy.default_plan)")
+    ] = None,
     daily_tokens: Annotated[
         int | None, typer.Option(min=1, help="Tokens per UTC day (default: budgets config)")
     ] = None,
@@ -110,7 +113,12 @@ def tenant_create(
         burst=burst,
         max_concurrent_tasks=max_concurrent_tasks,
     )
-    tenant = _with_directory(config, lambda d: d.create_tenant(tenant_id, name=name, limits=limits))
+    from troupe.cli.main import _settings
+
+    chosen = plan or _settings(config).policy.default_plan
+    tenant = _with_directory(
+        config, lambda d: d.create_tenant(tenant_id, name=name, limits=limits, plan=chosen)
+    )
     _show_tenants([tenant], as_json=as_json)
 
 
@@ -124,6 +132,7 @@ def tenant_list(as_json: JsonOption = False, config: ConfigOption = None) -> Non
 def tenant_update(
     tenant_id: Annotated[str, typer.Argument(help="The tenant")],
     status: Annotated[str | None, typer.Option(help="active | suspended")] = None,
+    plan: Annotated[str | None, typer.Option(help="Plan in the policy data")] = None,
     daily_tokens: Annotated[int | None, typer.Option(min=1, help="Tokens per UTC day")] = None,
     max_task_tokens: Annotated[
         int | None, typer.Option(min=1, help="Largest token_budget of one task")
@@ -153,7 +162,7 @@ def tenant_update(
         if changes:
             current = await directory.get_tenant(tenant_id)
             limits = dataclasses.replace(current.limits, **changes)
-        return await directory.update_tenant(tenant_id, status=status, limits=limits)
+        return await directory.update_tenant(tenant_id, status=status, limits=limits, plan=plan)
 
     _show_tenants([_with_directory(config, update)], as_json=as_json)
 
@@ -243,11 +252,15 @@ def _show_tenants(tenants: list[Tenant], *, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps([_tenant_json(t) for t in tenants]))
         return
-    table = Table("id", "name", "status", "own limits")
+    table = Table("id", "name", "status", "plan", "own limits")
     for tenant in tenants:
         own = {k: v for k, v in dataclasses.asdict(tenant.limits).items() if v is not None}
         table.add_row(
-            tenant.id, tenant.name, tenant.status, ", ".join(f"{k}={v}" for k, v in own.items())
+            tenant.id,
+            tenant.name,
+            tenant.status,
+            tenant.plan,
+            ", ".join(f"{k}={v}" for k, v in own.items()),
         )
     out.print(table)
 
@@ -257,6 +270,7 @@ def _tenant_json(tenant: Tenant) -> dict[str, Any]:
         "id": tenant.id,
         "name": tenant.name,
         "status": tenant.status,
+        "plan": tenant.plan,
         "created_at": tenant.created_at.isoformat(),
         "limits": dataclasses.asdict(tenant.limits),
     }

@@ -8,7 +8,7 @@ import troupe
 from troupe.app import Services
 from troupe.gateway.errors import install_error_handlers
 from troupe.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware
-from troupe.gateway.routes import budgets, events, health, providers, tasks, usage
+from troupe.gateway.routes import budgets, events, health, policy, providers, tasks, usage
 
 DESCRIPTION = """
 Submit a task, follow its events live, read its result and what it cost.
@@ -27,6 +27,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(providers.router)
     app.include_router(usage.router)
     app.include_router(budgets.router)
+    app.include_router(policy.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.server.max_body_bytes)
     app.add_middleware(MetricsMiddleware)

@@ -355,3 +355,23 @@ class BudgetsView(BaseModel):
     tenant_daily: DayBudgetView
     task: TaskBudgetView
     session: SessionBudgetView | None = None
+
+
+class DecisionView(BaseModel):
+    """One policy decision, as the audit log keeps it."""
+
+    id: int
+    action: str
+    allowed: bool
+    require_approval: bool
+    reason: str
+    input_digest: str = Field(description="SHA-256 of the canonical JSON input")
+    policy_version: str = Field(description="Digest of the policy files in force")
+    user_id: str | None
+    task_id: str | None
+    created_at: datetime
+
+
+class DecisionPageView(BaseModel):
+    items: list[DecisionView]
+    next_cursor: str | None = Field(description="Pass back as `cursor` for older ones")

@@ -54,6 +54,11 @@ BUDGET_REFUSALS = Counter(
     "Model calls not made because a budget had no room (task or tenant day).",
     [],
 )
+POLICY_DECISIONS = Counter(
+    "troupe_policy_decisions_total",
+    "Policy decisions by action and result (allow, approval, deny).",
+    ["action", "result"],
+)
 AUTH_FAILURES = Counter(
     "troupe_auth_failures_total",
     "API requests answered 401, by code (auth_required, auth_malformed, auth_invalid, "

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from troupe.agents.metering import BudgetLedger, CallContext
-from troupe.domain import EventType, Plan, Strategy, Task, TaskError, TaskStatus
+from troupe.domain import Actor, EventType, Plan, Strategy, Task, TaskError, TaskStatus
 from troupe.llm.router import Fallback
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
@@ -113,6 +113,11 @@ class TaskJournal:
         )
         for event, data in budget_alerts(settled, call.usage, self._threshold):
             await self._store.append_event(tenant_id, task_id, event, data)
+
+    async def policy_denied(self, actor: Actor, task_id: str, action: str, reason: str) -> None:
+        """The policy refused something a task's agent tried (the task ends with it)."""
+        data = {"action": action, "reason": reason}
+        await self.event(actor.tenant_id, task_id, EventType.POLICY_DENIED, data)
 
     async def llm_fallback(self, ctx: CallContext, fallback: Fallback) -> None:
         """A call left a provider for the next candidate (the router counts the metric)."""

@@ -11,7 +11,15 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from troupe.config import Settings
-from troupe.domain import EventType, Strategy, Task, TaskBudgets, TaskError, TaskStatus
+from troupe.domain import (
+    Actor,
+    EventType,
+    Strategy,
+    Task,
+    TaskBudgets,
+    TaskError,
+    TaskStatus,
+)
 from troupe.errors import Conflict, NotFound, Unavailable
 from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
@@ -80,6 +88,7 @@ class TaskLauncher:
         key_max_active: int | None = None,
         budgets: TaskBudgets | None = None,
         day: Budget | None = None,
+        actor: Actor | None = None,
     ) -> Task:
         """Store the task, then start its workflow; the task is accepted only once both hold.
 
@@ -136,6 +145,7 @@ class TaskLauncher:
                         judge_strategy=judge,
                         session_id=session_id,
                         budgets=budgets,
+                        actor=actor,
                     ),
                     self._options,
                 ],

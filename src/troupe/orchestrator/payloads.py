@@ -7,7 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from troupe.config import Settings
-from troupe.domain import Plan, PlanNode, Strategy, TaskBudgets, TaskError, TaskStatus
+from troupe.domain import (
+    Actor,
+    Plan,
+    PlanNode,
+    Strategy,
+    TaskBudgets,
+    TaskError,
+    TaskStatus,
+)
 
 
 class _Payload(BaseModel):
@@ -28,6 +36,8 @@ class TaskInput(_Payload):
     # the judge may change (and which stands if the judge gives no usable answer).
     judge_strategy: bool = False
     session_id: str | None = None
+    # Who submitted it, as the policy sees them (None: histories from before policies).
+    actor: Actor | None = None
     # Every limit its calls draw on; None (histories from before budgets had scopes):
     # the task's token_budget alone.
     budgets: TaskBudgets | None = None
@@ -59,6 +69,8 @@ class PlanResult(_Payload):
 
     plan: Plan | None
     fallback_reason: str | None = None
+    # The policy wants a human's yes before this plan runs (its reason in the log).
+    require_approval: bool = False
 
 
 class NodeOutput(_Payload):

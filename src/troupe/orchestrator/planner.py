@@ -19,6 +19,7 @@ from troupe.llm.messages import ChatMessage, StructuredOutput
 from troupe.orchestrator import dag
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import PlanResult
+from troupe.policy.authorizer import Authorizer
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,17 @@ class Planner:
     """Asks for a plan, validates it, repairs it once, or gives up cleanly."""
 
     def __init__(
-        self, llm: MeteredLLM, journal: TaskJournal, settings: OrchestratorSettings
+        self,
+        llm: MeteredLLM,
+        journal: TaskJournal,
+        settings: OrchestratorSettings,
+        *,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self._llm = llm
         self._journal = journal
         self._settings = settings
+        self._authorizer = authorizer
 
     async def plan(self, ctx: CallContext, query: str, *, attempt: int) -> PlanResult:
         await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
@@ -81,12 +88,35 @@ class Planner:
                 )
                 continue
             await self._journal.plan_created(ctx.tenant_id, ctx.task_id, plan)
-            return PlanResult(plan=plan)
+            return PlanResult(plan=plan, require_approval=await self._approval(ctx, plan))
         reason = f"the planner gave no valid plan after one repair: {problem}"
         await self._journal.event(
             ctx.tenant_id, ctx.task_id, EventType.PLAN_FALLBACK, {"reason": reason}
         )
         return PlanResult(plan=None, fallback_reason=reason)
+
+    async def _approval(self, ctx: CallContext, plan: Plan) -> bool:
+        if self._authorizer is None or ctx.actor is None:
+            return False
+        return await _approval_check(self._authorizer, ctx, plan)
+
+
+async def _approval_check(authorizer: Authorizer, ctx: CallContext, plan: Plan) -> bool:
+    """Ask the policy about the plan itself (its width and its tools): PolicyDenied ends
+    the task; True when a human must approve it first."""
+    assert ctx.actor is not None
+    request = {
+        "strategy": "dag",
+        "token_budget": ctx.budgets.task_tokens,
+        "require_approval": False,
+        "plan": {
+            "width": max(len(layer) for layer in dag.layers(plan)),
+            "nodes": len(plan.nodes),
+            "tools": sorted({tool for node in plan.nodes for tool in node.tools}),
+        },
+    }
+    decision = await authorizer.require("task.submit", ctx.actor, request, task_id=ctx.task_id)
+    return decision.require_approval
 
 
 def _describe(exc: ValidationError | dag.PlanInvalid) -> str:

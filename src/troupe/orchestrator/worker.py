@@ -21,6 +21,7 @@ from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.judge import StrategyJudge
 from troupe.orchestrator.planner import Planner
 from troupe.orchestrator.workflows.task import TaskWorkflow
+from troupe.policy.authorizer import Authorizer
 from troupe.tools.base import ToolRegistry
 
 
@@ -32,13 +33,21 @@ def build_worker(
     journal: TaskJournal,
     tools: ToolRegistry,
     cache: PromptCache | None = None,
+    authorizer: Authorizer | None = None,
 ) -> Worker:
     """A worker polling the task queue, with activities bound to their services."""
-    llm = MeteredLLM(router, settings.llm, journal.ledger, cache, on_fallback=journal.llm_fallback)
+    llm = MeteredLLM(
+        router,
+        settings.llm,
+        journal.ledger,
+        cache,
+        on_fallback=journal.llm_fallback,
+        authorizer=authorizer,
+    )
     activities = TaskActivities(
         AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
-        Planner(llm, journal, settings.orchestrator),
-        ReactAgent(llm, journal, tools, settings.llm, settings.orchestrator),
+        Planner(llm, journal, settings.orchestrator, authorizer=authorizer),
+        ReactAgent(llm, journal, tools, settings.llm, settings.orchestrator, authorizer=authorizer),
         StrategyJudge(llm, journal, settings.orchestrator),
         journal,
         heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,

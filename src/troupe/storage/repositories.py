@@ -108,6 +108,11 @@ class NodeStart:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionOwner:
+    user_id: str | None  # None: begun by a key without a user, shared within the tenant
+
+
+@dataclass(frozen=True, slots=True)
 class DayBudgetStatus:
     """A tenant's UTC day: its limits (None: none) and what is used and reserved."""
 
@@ -210,6 +215,14 @@ class SqlTaskStore:
         postgres = self._tx.dialect == "postgresql"
         limits = (max_active, key_max_active)
         return await self._tx.write(_create_task, new, _now(), limits, postgres, day)
+
+    async def session_owner(self, tenant_id: str, session_id: str) -> SessionOwner | None:
+        """Who began the tenant's session (None: no such session of this tenant)."""
+        query = select(sessions.c.user_id).where(
+            sessions.c.id == session_id, sessions.c.tenant_id == tenant_id
+        )
+        rows = await self._tx.read(lambda conn: conn.execute(query).all())
+        return SessionOwner(user_id=rows[0].user_id) if rows else None
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -576,7 +589,7 @@ def _create_task(
                 retry_after_s=1.0,
             )
     if new.session_id is not None:
-        _touch_session(conn, new.tenant_id, new.session_id, now)
+        _touch_session(conn, new.tenant_id, new.session_id, now, new.user_id)
     values: dict[str, Any] = {
         "id": new.id,
         "tenant_id": new.tenant_id,
@@ -602,14 +615,20 @@ def _create_task(
     return _task(_task_row(conn, new.tenant_id, new.id))
 
 
-def _touch_session(conn: Connection, tenant_id: str, session_id: str, now: datetime) -> None:
+def _touch_session(
+    conn: Connection, tenant_id: str, session_id: str, now: datetime, user_id: str | None
+) -> None:
     owner = conn.execute(
         select(sessions.c.tenant_id).where(sessions.c.id == session_id).with_for_update()
     ).scalar_one_or_none()
     if owner is None:
         conn.execute(
             insert(sessions).values(
-                id=session_id, tenant_id=tenant_id, created_at=now, updated_at=now
+                id=session_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                created_at=now,
+                updated_at=now,
             )
         )
     elif owner != tenant_id:

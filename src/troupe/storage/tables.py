@@ -68,6 +68,8 @@ class TenantRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
+    # A key of the policy data's plans: what the tenant may use (docs/policies.md).
+    plan: Mapped[str] = mapped_column(String(32), server_default="standard")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     daily_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -115,6 +117,8 @@ class SessionRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    # The user who began it (None: a key without a user; shared within the tenant).
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -237,6 +241,26 @@ class BudgetReservationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class PolicyDecisionRow(Base):
+    """One policy decision, for audit: what was asked (a digest of the input), what the
+    policy in force (its version) answered, for whom."""
+
+    __tablename__ = "policy_decisions"
+    __table_args__ = (Index("ix_policy_decisions_tenant_id_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    require_approval: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    input_digest: Mapped[str] = mapped_column(String(64))
+    policy_version: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class TokenUsageRow(Base):
     __tablename__ = "token_usage"
 
@@ -272,3 +296,4 @@ events = cast(Table, EventRow.__table__)
 token_usage = cast(Table, TokenUsageRow.__table__)
 budget_reservations = cast(Table, BudgetReservationRow.__table__)
 budget_counters = cast(Table, BudgetCounterRow.__table__)
+policy_decisions = cast(Table, PolicyDecisionRow.__table__)

@@ -60,6 +60,7 @@ class Tenant:
     status: str
     created_at: datetime
     limits: TenantLimits
+    plan: str = "standard"
 
     @property
     def active(self) -> bool:
@@ -113,7 +114,12 @@ class TenantDirectory:
         await self._tx.aclose()
 
     async def create_tenant(
-        self, tenant_id: str, *, name: str | None = None, limits: TenantLimits | None = None
+        self,
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        limits: TenantLimits | None = None,
+        plan: str = "standard",
     ) -> Tenant:
         """A new active tenant; Conflict (``tenant_exists``) when the id is taken."""
         if not TENANT_ID.match(tenant_id):
@@ -126,6 +132,7 @@ class TenantDirectory:
             "id": tenant_id,
             "name": name or tenant_id,
             "status": "active",
+            "plan": plan,
             "created_at": _now(),
             **_limit_values(limits or TenantLimits()),
         }
@@ -148,10 +155,18 @@ class TenantDirectory:
         return [_tenant(r) for r in await self._tx.read(lambda conn: list(conn.execute(query)))]
 
     async def update_tenant(
-        self, tenant_id: str, *, status: str | None = None, limits: TenantLimits | None = None
+        self,
+        tenant_id: str,
+        *,
+        status: str | None = None,
+        limits: TenantLimits | None = None,
+        plan: str | None = None,
     ) -> Tenant:
-        """Change a tenant's status or set limits (the limits given replace the old)."""
+        """Change a tenant's status or plan, or set limits (the limits given replace the
+        old)."""
         values: dict[str, Any] = {}
+        if plan is not None:
+            values["plan"] = plan
         if status is not None:
             if status not in TENANT_STATUSES:
                 raise InvalidInput(
@@ -270,6 +285,7 @@ def _tenant(row: Row[Any], prefix: str = "") -> Tenant:
         name=m[prefix + "name"],
         status=m[prefix + "status"],
         created_at=m[prefix + "created_at"],
+        plan=m[prefix + "plan"],
         limits=TenantLimits(**{f.name: m[prefix + f.name] for f in fields(TenantLimits)}),
     )
 

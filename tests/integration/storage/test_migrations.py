@@ -19,6 +19,7 @@ TABLES = {
     "api_keys",
     "budget_reservations",
     "budget_counters",
+    "policy_decisions",
     "tasks",
     "sessions",
     "events",

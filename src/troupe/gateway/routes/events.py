@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from troupe.gateway.deps import ServicesDep, TenantDep
-from troupe.gateway.routes.tasks import ERRORS, checked_task_id
+from troupe.gateway.deps import PrincipalDep, ServicesDep
+from troupe.gateway.routes.tasks import ERRORS, session_task
 from troupe.gateway.schemas import EventView
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["events"])
@@ -26,15 +26,16 @@ _PAGE = 500  # events read at once
 )
 async def task_events(
     task_id: str,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,9}$")] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this seq.")] = None,
 ) -> EventSourceResponse:
     """Every event of the task from the start (or after `Last-Event-ID`), then live
     ones; the stream ends after the terminal event."""
-    task_id = checked_task_id(task_id)
-    await services.store.get_task(tenant, task_id)  # 404 before the stream opens
+    # 404 (or the policy's no) before the stream opens
+    task_id = (await session_task(services, principal, task_id, "stream")).id
+    tenant = principal.tenant_id
     cursor = int(last_event_id) if last_event_id is not None else (after or 0)
     return EventSourceResponse(
         _stream(services, tenant, task_id, cursor),

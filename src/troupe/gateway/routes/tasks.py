@@ -8,9 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from troupe.domain import Strategy, TaskStatus
+from troupe.app import Services
+from troupe.auth.principal import Principal
+from troupe.domain import Strategy, Task, TaskStatus
 from troupe.errors import InvalidInput, NotFound
-from troupe.gateway.deps import LauncherDep, PrincipalDep, SettingsDep, StoreDep, TenantDep
+from troupe.gateway.access import SessionOperation, actor_of, check_session
+from troupe.gateway.deps import LauncherDep, PrincipalDep, ServicesDep, SettingsDep, TenantDep
 from troupe.gateway.errors import error_body
 from troupe.gateway.limits import requested_budgets, today_budget
 from troupe.gateway.schemas import (
@@ -34,6 +37,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def session_task(
+    services: Services, principal: Principal, task_id: str, operation: SessionOperation
+) -> Task:
+    """The caller's task, once the policy lets them ``operation`` its session (404 for
+    another tenant's, like an unknown one)."""
+    task = await services.store.get_task(principal.tenant_id, checked_task_id(task_id))
+    await check_session(services, principal, task.session_id, operation)
+    return task
+
+
 def checked_task_id(task_id: str) -> str:
     """A malformed id names no task: 404, the same answer as an unknown one."""
     if not _TASK_ID.match(task_id):
@@ -46,10 +59,11 @@ async def submit_task(
     body: TaskCreate,
     response: Response,
     principal: PrincipalDep,
-    launcher: LauncherDep,
+    services: ServicesDep,
     settings: SettingsDep,
 ) -> TaskView:
-    """Accept a task; it runs durably. Follow it at `links.events`."""
+    """Accept a task; it runs durably. Follow it at `links.events`. The policy decides
+    whether the tenant's plan allows it and whether a human must approve it first."""
     limits = settings.tasks
     if not body.query.strip():
         raise InvalidInput("query must not be blank", code="query_blank")
@@ -65,7 +79,20 @@ async def submit_task(
         cost_budget_micro_usd=body.cost_budget_micro_usd,
         node_token_budget=body.node_token_budget,
     )
-    task = await launcher.submit(
+    actor = actor_of(principal)
+    await check_session(services, principal, body.session_id, "write")
+    decision = await services.authorizer.require(
+        "task.submit",
+        actor,
+        {
+            "strategy": body.strategy,
+            "token_budget": budgets.task_tokens,
+            "cost_budget_micro_usd": budgets.task_micro_usd,
+            "require_approval": body.require_approval,
+            "session_id": body.session_id,
+        },
+    )
+    task = await services.launcher.submit(
         tenant_id=principal.tenant_id,
         query=body.query,
         session_id=body.session_id,
@@ -73,8 +100,9 @@ async def submit_task(
         token_budget=budgets.task_tokens,
         budgets=budgets,
         day=today_budget(principal),
-        require_approval=body.require_approval,
+        require_approval=body.require_approval or decision.require_approval,
         use_cache=body.cache,
+        actor=actor,
         user_id=principal.user_id,
         api_key_id=principal.key_id,
         max_active=principal.limits.max_concurrent_tasks,
@@ -87,16 +115,17 @@ async def submit_task(
 
 @router.get("", response_model=TaskPageView, responses=ERRORS)
 async def list_tasks(
-    tenant: TenantDep,
-    store: StoreDep,
+    principal: PrincipalDep,
+    services: ServicesDep,
     status: TaskStatus | None = None,
     session_id: Annotated[str | None, Query(pattern=SESSION_ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> TaskPageView:
     """Newest first, `limit` at a time; pass `next_cursor` back as `cursor`."""
-    page = await store.list_tasks(
-        tenant,
+    await check_session(services, principal, session_id, "read")
+    page = await services.store.list_tasks(
+        principal.tenant_id,
         status=status,
         session_id=session_id,
         limit=limit,
@@ -109,9 +138,10 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
-async def get_task(task_id: str, tenant: TenantDep, store: StoreDep) -> TaskView:
+async def get_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> TaskView:
     """The task, its result or error, its usage so far, and its plan's nodes."""
-    task = await store.get_task(tenant, checked_task_id(task_id))
+    task = await session_task(services, principal, task_id, "read")
+    store, tenant = services.store, principal.tenant_id
     nodes = await store.task_nodes(tenant, task.id) if task.plan is not None else []
     return TaskView.of(task, nodes)
 
@@ -122,9 +152,12 @@ async def get_task(task_id: str, tenant: TenantDep, store: StoreDep) -> TaskView
     response_model=TaskView,
     responses={**ERRORS, 409: {"description": "The task already ended", **_ERROR}},
 )
-async def cancel_task(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> TaskView:
+async def cancel_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> TaskView:
     """Request cancellation; the task ends `cancelled` once its agents have stopped."""
-    return TaskView.of(await launcher.cancel(tenant_id=tenant, task_id=checked_task_id(task_id)))
+    task = await session_task(services, principal, task_id, "cancel")
+    return TaskView.of(
+        await services.launcher.cancel(tenant_id=principal.tenant_id, task_id=task.id)
+    )
 
 
 _DECISION_ERRORS = {**ERRORS, 409: {"description": "The task is not awaiting approval", **_ERROR}}
@@ -164,10 +197,11 @@ async def reject_task(
     response_model=ReplayReport,
     responses={**ERRORS, 409: {"description": "The task has not ended", **_ERROR}},
 )
-async def replay_task(task_id: str, tenant: TenantDep, launcher: LauncherDep) -> ReplayReport:
+async def replay_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> ReplayReport:
     """Replay the task's workflow history against the running code and compare the
     recorded outputs with storage: a determinism and consistency report."""
-    return await launcher.replay(tenant_id=tenant, task_id=checked_task_id(task_id))
+    task = await session_task(services, principal, task_id, "replay")
+    return await services.launcher.replay(tenant_id=principal.tenant_id, task_id=task.id)
 
 
 @router.get("/{task_id}/history", responses=ERRORS)

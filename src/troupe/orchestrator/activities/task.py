@@ -164,6 +164,7 @@ def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
         task_id=task.task_id,
         budgets=task.limits,
         session_id=task.session_id,
+        actor=task.actor,
         use_cache=task.use_cache,
         attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
         activity_key=f"{info.workflow_run_id}:{info.activity_id}",

@@ -103,6 +103,8 @@ class TaskWorkflow:
 
     async def _run_dag(self, task: TaskInput) -> None:
         planned = await self._agent("plan_task", task, PlanResult)
+        if planned.require_approval:  # the policy asks it of this plan
+            task = task.model_copy(update={"require_approval": True})
         await self._approved(task)
         if planned.plan is None:  # the planner failed twice: one agent answers instead
             await self._agent("run_simple_agent", task, str)
