@@ -35,6 +35,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
+	$(BIN)/troupe policy test
 	$(BIN)/pytest
 
 bench: $(STAMP)
