@@ -77,7 +77,9 @@ async def running_platform(
         try:
             dev_key = None
             if all_in_one and settings.embedded and settings.auth.dev_tenant:
-                dev_key = await ensure_dev_key(services.directory, settings.data_dir)
+                dev_key = await ensure_dev_key(
+                    services.directory, settings.data_dir, plan=settings.policy.default_plan
+                )
             async with _worker(services, enabled=worker), _api(services, enabled=api) as url:
                 yield RunningPlatform(
                     services=services, base_url=url, devserver=devserver, dev_api_key=dev_key

@@ -31,12 +31,14 @@ def read_dev_key(data_dir: Path) -> str | None:
         return None
 
 
-async def ensure_dev_key(directory: TenantDirectory, data_dir: Path) -> str:
+async def ensure_dev_key(
+    directory: TenantDirectory, data_dir: Path, *, plan: str = "standard"
+) -> str:
     """The dev tenant's key: the saved one while it is still valid, else a new one."""
     try:
         await directory.get_tenant(DEV_TENANT)
     except NotFound:
-        await directory.create_tenant(DEV_TENANT, name="local development")
+        await directory.create_tenant(DEV_TENANT, name="local development", plan=plan)
     saved = read_dev_key(data_dir)
     if saved is not None and await _still_valid(directory, saved):
         return saved
