@@ -27,6 +27,7 @@ from troupe.policy.authorizer import Authorizer
 from troupe.policy.base import PolicyEngine
 from troupe.policy.opa import OpaHttpEngine
 from troupe.policy.rego import RegoEngine
+from troupe.sandbox.runner import Sandbox
 from troupe.storage.audit import DecisionLog
 from troupe.storage.database import create_engine
 from troupe.storage.kv.base import EventFanout, RateLimiter
@@ -35,6 +36,7 @@ from troupe.storage.repositories import SqlTaskStore
 from troupe.storage.tenancy import TenantDirectory
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
+from troupe.tools.python_exec import PythonExec
 
 if TYPE_CHECKING:
     from troupe.storage.kv.ledger import RedisBudgetLedger
@@ -117,7 +119,7 @@ class Services:
             self.settings,
             router=self.router,
             journal=self.journal,
-            tools=build_tools(),
+            tools=build_tools(self.settings),
             cache=self.prompt_cache,
             authorizer=self.authorizer,
         )
@@ -135,9 +137,11 @@ class Services:
         await self.store.aclose()
 
 
-def build_tools() -> ToolRegistry:
-    """The built-in tools (more arrive with the tools layer)."""
-    return ToolRegistry([Calculator()])
+def build_tools(settings: Settings) -> ToolRegistry:
+    """The built-in tools."""
+    sandbox = settings.sandbox
+    cache_dir = sandbox.cache_dir or settings.data_dir / "sandbox-cache"
+    return ToolRegistry([Calculator(), PythonExec(Sandbox(sandbox, cache_dir))])
 
 
 def build_fanout(settings: Settings) -> EventFanout:

@@ -107,6 +107,23 @@ class JwtSettings(_Section):
         return self
 
 
+class SandboxSettings(_Section):
+    """Limits of one run of untrusted code (docs/sandbox.md)."""
+
+    memory_mb: int = Field(default=256, ge=16, le=4096)
+    # CPU as wasmtime fuel, beyond the interpreter's start-up (~250 M).
+    fuel: int = Field(default=2_000_000_000, ge=1_000_000)
+    timeout_s: float = Field(default=10, gt=0)
+    stdout_bytes: int = Field(default=65_536, ge=1)
+    stderr_bytes: int = Field(default=65_536, ge=1)
+    file_bytes: int = Field(default=1_048_576, ge=1)
+    max_files: int = Field(default=20, ge=0)
+    max_code_chars: int = Field(default=20_000, ge=1)
+    max_concurrent_runs: int = Field(default=2, ge=1)
+    # The compiled python.wasm; None: data_dir/sandbox-cache.
+    cache_dir: Path | None = None
+
+
 class PolicySettings(_Section):
     """Who may do what: Rego policies, embedded (regorus) or on an OPA server."""
 
@@ -348,6 +365,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
     policy: PolicySettings = PolicySettings()
+    sandbox: SandboxSettings = SandboxSettings()
     budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()

@@ -156,6 +156,7 @@ class ReactAgent:
                 "tool": {"name": call.tool},
                 "arguments": call.arguments,
                 "argument_bytes": len(json.dumps(call.arguments)),
+                "sandboxed": self._tools.sandboxed(call.tool),
             }
             await self._authorizer.require("tool.invoke", ctx.actor, request, task_id=ctx.task_id)
         try:

@@ -41,6 +41,10 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def sandboxed(self, name: str) -> bool:
+        """Whether the tool runs its work in the sandbox (what the policy asks)."""
+        return getattr(self._tools.get(name), "sandboxed", False) is True
+
     def describe(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Name, description and JSON schema of the arguments, for the LLM."""
         chosen = self.names() if names is None else [n for n in names if n in self._tools]

@@ -104,7 +104,7 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             settings,
             router=routed(provider, settings.llm),
             journal=journal,
-            tools=build_tools(),
+            tools=build_tools(settings),
         )
         try:
             async with worker:

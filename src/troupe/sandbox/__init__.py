@@ -1,0 +1,1 @@
+"""Untrusted Python, run in CPython-for-WASI on wasmtime, in a child process."""
