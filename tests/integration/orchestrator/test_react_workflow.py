@@ -85,3 +85,31 @@ async def test_the_simulation_plays_a_tool_using_agent(rig: RigFactory) -> None:
         assert task.status is TaskStatus.COMPLETED
         assert task.result is not None
         assert "84" in task.result
+
+
+async def test_the_agent_runs_python_in_the_sandbox(
+    rig: RigFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    seen: list[ChatRequest] = []
+
+    async def respond(request: ChatRequest) -> str:
+        seen.append(request)
+        if len(seen) == 1:
+            code = "import math\nprint(math.factorial(20))"
+            return _step(
+                thought="compute it", action={"tool": "python_exec", "arguments": {"code": code}}
+            )
+        return _step(thought="done", answer="20! is 2432902008176640000.")
+
+    cache = tmp_path_factory.getbasetemp() / "sandbox-cache"  # shared with the sandbox tests
+    async with rig(
+        FunctionProvider(respond),
+        orchestrator={"react_tools": ["calculator", "python_exec"]},
+        sandbox={"cache_dir": str(cache)},
+    ) as r:
+        task = await r.until_ended((await r.submit("What is 20!?", strategy=Strategy.REACT)).id)
+        assert task.status is TaskStatus.COMPLETED, task.error
+        observation = seen[1].messages[-1].content
+        assert observation == "Observation: exit code 0\nstdout:\n2432902008176640000\n"
+        (step,) = [e for e in await r.events(task.id) if e.type is EventType.REACT_STEP]
+        assert step.data["tool"] == "python_exec"

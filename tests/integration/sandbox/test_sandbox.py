@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sandbox-cache")
+    """One compiled module for the session (the react test with python_exec uses it too)."""
+    return tmp_path_factory.getbasetemp() / "sandbox-cache"
 
 
 def _sandbox(cache: Path, **limits: object) -> Sandbox:
