@@ -59,6 +59,7 @@ class Services:
     journal: TaskJournal
     authorizer: Authorizer
     decisions: DecisionLog
+    sandbox: Sandbox
     temporal: Client
     launcher: TaskLauncher
 
@@ -109,6 +110,7 @@ class Services:
             journal,
             authorizer,
             decisions,
+            build_sandbox(settings),
             client,
             launcher,
         )
@@ -119,7 +121,7 @@ class Services:
             self.settings,
             router=self.router,
             journal=self.journal,
-            tools=build_tools(self.settings),
+            tools=build_tools(self.sandbox),
             cache=self.prompt_cache,
             authorizer=self.authorizer,
         )
@@ -133,15 +135,21 @@ class Services:
         await self.journal.aclose()
         await self.authorizer.aclose()
         await self.decisions.aclose()
+        await self.sandbox.aclose()
         await self.directory.aclose()
         await self.store.aclose()
 
 
-def build_tools(settings: Settings) -> ToolRegistry:
+def build_sandbox(settings: Settings) -> Sandbox:
+    """The sandbox's pool of workers; they start with the first run (compiling
+    python.wasm once per deployment, then loading it from the cache)."""
+    cache_dir = settings.sandbox.cache_dir or settings.data_dir / "sandbox-cache"
+    return Sandbox(settings.sandbox, cache_dir)
+
+
+def build_tools(sandbox: Sandbox) -> ToolRegistry:
     """The built-in tools."""
-    sandbox = settings.sandbox
-    cache_dir = sandbox.cache_dir or settings.data_dir / "sandbox-cache"
-    return ToolRegistry([Calculator(), PythonExec(Sandbox(sandbox, cache_dir))])
+    return ToolRegistry([Calculator(), PythonExec(sandbox)])
 
 
 def build_fanout(settings: Settings) -> EventFanout:

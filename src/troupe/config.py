@@ -120,6 +120,8 @@ class SandboxSettings(_Section):
     max_files: int = Field(default=20, ge=0)
     max_code_chars: int = Field(default=20_000, ge=1)
     max_concurrent_runs: int = Field(default=2, ge=1)
+    # A worker process serves this many runs (each on a fresh guest), then is replaced.
+    runs_per_worker: int = Field(default=50, ge=1)
     # The compiled python.wasm; None: data_dir/sandbox-cache.
     cache_dir: Path | None = None
 

@@ -1,23 +1,25 @@
-"""Run untrusted Python in the WASI sandbox, each run in its own child process.
+"""Run untrusted Python in the WASI sandbox, in a pool of worker processes.
 
 The compiled module is cached on disk, keyed by the wasmtime version and the wasm's
 hash: the first run of a deployment compiles it (~7 s here), every later run loads it
-(~1 ms). A run gets a fresh scratch directory (its code and input files; what it writes
-there comes back, within caps; then it is deleted) and a fresh interpreter in a fresh
-process, so a crash, a leak or a hang of one run cannot touch the host or another run.
-The process is killed when the run outlives its hard timeout (the wall-clock limit plus
-a grace): the guest's own limits cannot interrupt a blocking host call.
+(~1 ms). Each worker process (``worker.py``) keeps one pre-warmed, single-use guest: a
+run gets a fresh interpreter and a fresh scratch directory (its code and input files;
+what it writes there comes back, within caps; then it is deleted), and the guest's
+start-up was paid before the code arrived. A crash, a leak or a hang of one run cannot
+touch the host: it happens in a worker, which is recycled after
+``sandbox.runs_per_worker`` runs, and killed when a run outlives its hard timeout (the
+wall-clock limit plus a grace), since a guest blocked in a host call cannot be stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import importlib.metadata
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -60,6 +62,43 @@ class SandboxResult:
         return self.exit_code == 0 and self.killed is None
 
 
+class _Worker:
+    """One worker process, speaking JSON lines on its stdin and stdout."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def run(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """The result, or None when the worker gave none in time (then it is killed)."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None
+        assert stdout is not None
+        try:
+            stdin.write(json.dumps(job).encode() + b"\n")
+            await stdin.drain()
+            line = await asyncio.wait_for(stdout.readline(), timeout=timeout_s)
+        except TimeoutError:
+            await self.kill()
+            return None
+        except ConnectionError:
+            await self.kill()
+            raise SandboxFailure("a sandbox worker was gone before its job") from None
+        if not line:
+            await self.kill()
+            raise SandboxFailure("a sandbox worker ended without a result")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def kill(self) -> None:
+        if self.alive:
+            self.process.kill()
+        await self.process.wait()
+
+
 class Sandbox:
     def __init__(self, settings: SandboxSettings, cache_dir: Path) -> None:
         self._settings = settings
@@ -67,6 +106,21 @@ class Sandbox:
         self._module: Path | None = None
         self._compiling = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._idle: list[_Worker] = []
+
+    async def warm(self) -> None:
+        """Start the pool's workers now (else the first runs start them)."""
+        while len(self._idle) < self._settings.max_concurrent_runs:
+            self._idle.append(await self._spawn())
+
+    def idle_workers(self) -> list[int]:
+        """The process ids of the workers waiting with a warm guest."""
+        return [w.process.pid for w in self._idle if w.alive]
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            await worker.kill()
 
     async def run(self, code: str, *, files: dict[str, bytes] | None = None) -> SandboxResult:
         """Run ``code`` as ``/scratch/main.py`` with ``files`` beside it."""
@@ -76,17 +130,23 @@ class Sandbox:
                 f"the code has {len(code)} characters; at most {s.max_code_chars}",
                 code="code_too_long",
             )
-        module = await self.compiled_module()
-        scratch = Path(tempfile.mkdtemp(prefix="troupe-sandbox-"))
-        try:
-            inputs = {"main.py": code.encode(), **(files or {})}
-            for name, content in inputs.items():
-                (scratch / _safe_name(name)).write_bytes(content)
-            async with self._slots:
-                outcome = await self._in_child_process(module, scratch)
-            return self._result(outcome, scratch, inputs)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        job = {
+            "code": code,
+            "files": {
+                _safe_name(name): base64.b64encode(content).decode()
+                for name, content in (files or {}).items()
+            },
+        }
+        async with self._slots:
+            worker = await self._take()
+            outcome = await worker.run(job, s.timeout_s + _GRACE_S)
+            if outcome is None:
+                outcome = {"exit_code": -1, "killed": "hard_timeout", "wall_s": s.timeout_s}
+            elif outcome.get("last"):
+                await worker.kill()  # it ends itself: a stuck guest, or its last run
+            else:
+                self._idle.append(worker)
+        return _result(outcome)
 
     async def compiled_module(self) -> Path:
         """The compiled python.wasm, compiling it once per deployment."""
@@ -97,76 +157,64 @@ class Sandbox:
                 self._module = await asyncio.to_thread(_compiled, self._cache_dir)
         return self._module
 
-    async def _in_child_process(self, module: Path, scratch: Path) -> dict[str, Any]:
+    async def _take(self) -> _Worker:
+        # The worker idle longest: its next guest has had the most time to boot.
+        while self._idle:
+            worker = self._idle.pop(0)
+            if worker.alive:
+                return worker
+            await worker.kill()
+        return await self._spawn()
+
+    async def _spawn(self) -> _Worker:
         s = self._settings
-        job = {
-            "module": str(module),
-            "scratch": str(scratch),
-            "memory_bytes": s.memory_mb * 1024 * 1024,
-            "fuel": s.fuel,
-            "timeout_s": s.timeout_s,
-            "stdout_bytes": s.stdout_bytes,
-            "stderr_bytes": s.stderr_bytes,
+        config = {
+            "module": str(await self.compiled_module()),
+            "max_runs": s.runs_per_worker,
+            "limits": {
+                "memory_bytes": s.memory_mb * 1024 * 1024,
+                "fuel": s.fuel,
+                "timeout_s": s.timeout_s,
+                "stdout_bytes": s.stdout_bytes,
+                "stderr_bytes": s.stderr_bytes,
+                "file_bytes": s.file_bytes,
+                "max_files": s.max_files,
+            },
         }
-        child = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "troupe.sandbox.guest",
+            "troupe.sandbox.worker",
+            json.dumps(config),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
             env={"PATH": os.defpath},  # nothing of the host's environment
         )
-        try:
-            out, err = await asyncio.wait_for(
-                child.communicate(json.dumps(job).encode()), timeout=s.timeout_s + _GRACE_S
-            )
-        except TimeoutError:
-            child.kill()
-            await child.wait()
-            return {"exit_code": -1, "killed": "hard_timeout", "wall_s": s.timeout_s + _GRACE_S}
-        if child.returncode != 0 or not out:
-            tail = err.decode(errors="replace")[-500:]
-            raise SandboxFailure(f"the sandbox process failed ({child.returncode}): {tail}")
-        result: dict[str, Any] = json.loads(out)
-        return result
+        return _Worker(process)
 
-    def _result(
-        self, outcome: dict[str, Any], scratch: Path, inputs: dict[str, bytes]
-    ) -> SandboxResult:
-        s = self._settings
-        files: dict[str, bytes] = {}
-        refused: dict[str, str] = {}
-        for path in sorted(scratch.iterdir()):
-            if path.name == "main.py" or not path.is_file():
-                continue
-            content_size = path.stat().st_size
-            if inputs.get(path.name) is not None and path.read_bytes() == inputs[path.name]:
-                continue  # an input, unchanged
-            if len(files) >= s.max_files:
-                refused[path.name] = f"more than {s.max_files} files"
-            elif content_size > s.file_bytes:
-                refused[path.name] = f"{content_size} bytes, above {s.file_bytes}"
-            else:
-                files[path.name] = path.read_bytes()
-        return SandboxResult(
-            exit_code=int(outcome.get("exit_code", -1)),
-            stdout=outcome.get("stdout", ""),
-            stderr=outcome.get("stderr", ""),
-            killed=outcome.get("killed"),
-            fuel_used=int(outcome.get("fuel_used", 0)),
-            wall_s=float(outcome.get("wall_s", 0.0)),
-            peak_memory_bytes=int(outcome.get("peak_memory_bytes", 0)),
-            stdout_truncated=bool(outcome.get("stdout_dropped")),
-            stderr_truncated=bool(outcome.get("stderr_dropped")),
-            files=files,
-            files_refused=refused,
-        )
+
+def _result(outcome: dict[str, Any]) -> SandboxResult:
+    if outcome.get("killed") == "boot_failed":
+        raise SandboxFailure(f"a sandbox guest failed to start: {outcome.get('stderr', '')[-300:]}")
+    return SandboxResult(
+        exit_code=int(outcome.get("exit_code", -1)),
+        stdout=outcome.get("stdout", ""),
+        stderr=outcome.get("stderr", ""),
+        killed=outcome.get("killed"),
+        fuel_used=int(outcome.get("fuel_used", 0)),
+        wall_s=float(outcome.get("wall_s", 0.0)),
+        peak_memory_bytes=int(outcome.get("peak_memory_bytes", 0)),
+        stdout_truncated=bool(outcome.get("stdout_dropped")),
+        stderr_truncated=bool(outcome.get("stderr_dropped")),
+        files={k: base64.b64decode(v) for k, v in outcome.get("files", {}).items()},
+        files_refused=outcome.get("files_refused", {}),
+    )
 
 
 def _safe_name(name: str) -> str:
     """A file name that stays in the scratch directory."""
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+    if not name or "/" in name or "\\" in name or name.startswith("."):
         raise InvalidInput(f"input file name {name[:80]!r} is not allowed", code="bad_file_name")
     return name
 

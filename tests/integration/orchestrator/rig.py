@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from troupe.app import build_tools, connect_temporal
+from troupe.app import build_sandbox, build_tools, connect_temporal
 from troupe.config import Settings, load_settings
 from troupe.domain import EventType, Strategy, Task, TaskEvent, TaskStatus
 from troupe.llm.base import LLMProvider
@@ -99,17 +99,19 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
         )
+        sandbox = build_sandbox(settings)
         worker = build_worker(
             client,
             settings,
             router=routed(provider, settings.llm),
             journal=journal,
-            tools=build_tools(settings),
+            tools=build_tools(sandbox),
         )
         try:
             async with worker:
                 yield Rig(engine=engine, store=store, launcher=launcher)
         finally:
+            await sandbox.aclose()
             await store.aclose()
 
     return build

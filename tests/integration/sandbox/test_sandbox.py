@@ -110,7 +110,7 @@ async def test_no_network_no_host_files_no_host_environment(module_cache: Path) 
     assert "network: open" not in lines
     assert lines[1] == "env: ['PYTHONDONTWRITEBYTECODE']"
     assert not any(line.endswith(" open") for line in lines)
-    assert lines[-1] == "scratch: ['main.py']"
+    assert lines[-1] == "scratch: []"
 
 
 async def test_files_go_in_and_come_back_within_their_caps(module_cache: Path) -> None:
@@ -137,7 +137,7 @@ async def test_each_run_starts_fresh(module_cache: Path) -> None:
     )
     assert first.ok
     assert second.ok
-    assert second.stdout == "False ['main.py']\n"
+    assert second.stdout == "False []\n"
 
 
 async def test_runs_in_parallel_are_isolated(module_cache: Path) -> None:
@@ -152,3 +152,45 @@ async def test_bad_input_is_refused_before_anything_runs(module_cache: Path) -> 
         await sandbox.run("print('far too long')")
     with pytest.raises(InvalidInput, match="not allowed"):
         await _sandbox(module_cache).run("pass", files={"../escape": b""})
+
+
+async def test_a_worker_serves_its_runs_then_is_replaced(module_cache: Path) -> None:
+    sandbox = _sandbox(module_cache, max_concurrent_runs=1, runs_per_worker=2)
+    try:
+        await sandbox.warm()
+        (first,) = sandbox.idle_workers()
+        assert (await sandbox.run("print(1)")).ok
+        assert sandbox.idle_workers() == [first]  # one more run to serve
+        assert (await sandbox.run("print(2)")).ok
+        assert sandbox.idle_workers() == []  # its last run: it is gone
+        assert (await sandbox.run("print(3)")).stdout == "3\n"
+        (second,) = sandbox.idle_workers()
+        assert second != first
+    finally:
+        await sandbox.aclose()
+
+
+async def test_a_stuck_guest_takes_only_its_worker_down(module_cache: Path) -> None:
+    sandbox = _sandbox(module_cache, max_concurrent_runs=1, timeout_s=0.3)
+    try:
+        stuck = await sandbox.run("import time\ntime.sleep(60)")
+        assert stuck.killed in ("hard_timeout", "timeout")
+        assert (await sandbox.run("print('next')")).stdout == "next\n"
+    finally:
+        await sandbox.aclose()
+
+
+async def test_a_worker_that_died_while_idle_is_replaced(module_cache: Path) -> None:
+    import os
+    import signal
+
+    sandbox = _sandbox(module_cache, max_concurrent_runs=1)
+    try:
+        await sandbox.warm()
+        (pid,) = sandbox.idle_workers()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert (await sandbox.run("print('alive')")).stdout == "alive\n"
+        assert sandbox.idle_workers() != [pid]
+    finally:
+        await sandbox.aclose()
