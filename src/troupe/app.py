@@ -36,6 +36,7 @@ from troupe.storage.repositories import SqlTaskStore
 from troupe.storage.tenancy import TenantDirectory
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
+from troupe.tools.http_fetch import HttpFetch
 from troupe.tools.python_exec import PythonExec
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class Services:
             self.settings,
             router=self.router,
             journal=self.journal,
-            tools=build_tools(self.sandbox),
+            tools=build_tools(self.settings, self.sandbox),
             cache=self.prompt_cache,
             authorizer=self.authorizer,
         )
@@ -147,9 +148,9 @@ def build_sandbox(settings: Settings) -> Sandbox:
     return Sandbox(settings.sandbox, cache_dir)
 
 
-def build_tools(sandbox: Sandbox) -> ToolRegistry:
+def build_tools(settings: Settings, sandbox: Sandbox) -> ToolRegistry:
     """The built-in tools."""
-    return ToolRegistry([Calculator(), PythonExec(sandbox)])
+    return ToolRegistry([Calculator(), PythonExec(sandbox), HttpFetch(settings.tools.http_fetch)])
 
 
 def build_fanout(settings: Settings) -> EventFanout:

@@ -107,6 +107,19 @@ class JwtSettings(_Section):
         return self
 
 
+class HttpFetchSettings(_Section):
+    timeout_s: float = Field(default=10, gt=0)
+    max_bytes: int = Field(default=1_048_576, ge=1)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Hosts the tool may reach on a non-public address (an intranet service). The
+    # policy is asked as well; the shipped one allows no such address.
+    allow_private_hosts: tuple[str, ...] = ()
+
+
+class ToolSettings(_Section):
+    http_fetch: HttpFetchSettings = HttpFetchSettings()
+
+
 class SandboxSettings(_Section):
     """Limits of one run of untrusted code (docs/sandbox.md)."""
 
@@ -368,6 +381,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     policy: PolicySettings = PolicySettings()
     sandbox: SandboxSettings = SandboxSettings()
+    tools: ToolSettings = ToolSettings()
     budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()

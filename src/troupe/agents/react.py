@@ -152,7 +152,12 @@ class ReactAgent:
         if call.tool not in self._allowed:
             return f"error: tool {call.tool!r} is not available; use one of {list(self._allowed)}"
         if self._authorizer is not None and ctx.actor is not None:
+            try:
+                facts = await self._tools.policy_facts(call.tool, call.arguments)
+            except (InvalidInput, NotFound) as exc:
+                return f"error: {exc.message}"
             request = {
+                **facts,
                 "tool": {"name": call.tool},
                 "arguments": call.arguments,
                 "argument_bytes": len(json.dumps(call.arguments)),

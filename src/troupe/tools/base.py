@@ -41,6 +41,21 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    async def policy_facts(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """What the policy must know of a call beyond its name and arguments (an http
+        tool's target host and address class); ToolError for invalid arguments."""
+        tool = self._tools.get(name)
+        facts = getattr(tool, "policy_facts", None)
+        if tool is None or facts is None:
+            return {}
+        try:
+            parsed = tool.arguments.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+            raise ToolError(f"bad arguments for {name}: {problems}") from exc
+        found: dict[str, Any] = await facts(parsed)
+        return found
+
     def sandboxed(self, name: str) -> bool:
         """Whether the tool runs its work in the sandbox (what the policy asks)."""
         return getattr(self._tools.get(name), "sandboxed", False) is True

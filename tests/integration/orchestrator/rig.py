@@ -105,7 +105,7 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             settings,
             router=routed(provider, settings.llm),
             journal=journal,
-            tools=build_tools(sandbox),
+            tools=build_tools(settings, sandbox),
         )
         try:
             async with worker:

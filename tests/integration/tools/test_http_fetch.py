@@ -1,0 +1,141 @@
+"""http_fetch against a local server on loopback (the only address a test may reach):
+what it returns, its limits, and the SSRF guard. Addresses that must never be reached
+are only ever classified, never connected to."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from troupe.config import HttpFetchSettings
+from troupe.orchestrator.devserver import free_port
+from troupe.tools.base import ToolError, ToolRegistry
+from troupe.tools.http_fetch import HttpFetch, HttpFetchArguments, address_class
+
+pytestmark = pytest.mark.integration
+
+
+class Pages(BaseHTTPRequestHandler):
+    hosts: list[str] = []  # noqa: RUF012 - shared with the test
+
+    def do_GET(self) -> None:
+        Pages.hosts.append(self.headers.get("Host", ""))
+        routes: dict[str, tuple[int, str, bytes, dict[str, str]]] = {
+            "/text": (200, "text/plain; charset=utf-8", "héllo".encode(), {}),
+            "/json": (200, "application/json", json.dumps({"a": 1}).encode(), {}),
+            "/binary": (200, "image/png", b"\x89PNG" + b"\0" * 100, {}),
+            "/big": (200, "text/plain", b"x" * 5000, {}),
+            "/hop": (302, "text/plain", b"", {"Location": "/text"}),
+            "/loop": (302, "text/plain", b"", {"Location": "/loop"}),
+        }
+        status, kind, body, extra = routes.get(self.path, (404, "text/plain", b"nope", {}))
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _tool(**settings: Any) -> ToolRegistry:
+    config = HttpFetchSettings.model_validate({"allow_private_hosts": ["127.0.0.1"], **settings})
+    return ToolRegistry([HttpFetch(config)], max_result_chars=100_000)
+
+
+async def test_text_and_json_come_back_decoded(site: str) -> None:
+    tools = _tool()
+    text = await tools.call("http_fetch", {"url": f"{site}/text"})
+    assert text.startswith("HTTP 200 text/plain, 6 bytes")
+    assert text.endswith("\n\nhéllo")
+    assert (await tools.call("http_fetch", {"url": f"{site}/json"})).endswith('{"a": 1}')
+
+
+async def test_binary_is_described_not_shown(site: str) -> None:
+    answer = await _tool().call("http_fetch", {"url": f"{site}/binary"})
+    assert answer == "HTTP 200 image/png, 104 bytes\n(binary content, not shown)"
+
+
+async def test_a_large_answer_is_cut_at_the_limit(site: str) -> None:
+    answer = await _tool(max_bytes=1000).call("http_fetch", {"url": f"{site}/big"})
+    assert answer.startswith("HTTP 200 text/plain, 1000 bytes (cut at 1000)")
+    assert answer.endswith("x" * 1000)
+
+
+async def test_redirects_are_followed_and_bounded(site: str) -> None:
+    assert (await _tool().call("http_fetch", {"url": f"{site}/hop"})).endswith("héllo")
+    with pytest.raises(ToolError, match="more than 2 redirects"):
+        await _tool(max_redirects=2).call("http_fetch", {"url": f"{site}/loop"})
+
+
+async def test_plain_http_connects_to_the_checked_address_with_the_name_as_host(
+    site: str,
+) -> None:
+    Pages.hosts.clear()
+    port = site.rsplit(":", 1)[1]
+    tools = _tool(allow_private_hosts=["localhost"])
+    assert (await tools.call("http_fetch", {"url": f"http://localhost:{port}/text"})).endswith(
+        "héllo"
+    )
+    assert Pages.hosts == [f"localhost:{port}"]
+
+
+async def test_a_loopback_target_is_blocked_unless_allowed(site: str) -> None:
+    blocked = _tool(allow_private_hosts=[])
+    refusal = re.escape("blocked: 127.0.0.1 resolves to a loopback address")
+    with pytest.raises(ToolError, match=refusal):
+        await blocked.call("http_fetch", {"url": f"{site}/text"})
+    for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "http:///nohost"):
+        with pytest.raises(ToolError, match="only http"):
+            await blocked.call("http_fetch", {"url": url})
+
+
+async def test_the_policy_sees_the_targets_host_and_address_class(site: str) -> None:
+    facts = await _tool().policy_facts("http_fetch", {"url": f"{site}/text"})
+    assert facts == {"target": {"host": "127.0.0.1", "address_class": "loopback"}}
+    assert await _tool().policy_facts("calculator", {"expression": "1"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link_local"),  # the cloud metadata service
+        ("fe80::1", "link_local"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "private"),  # carrier-grade NAT: not global
+        ("::ffff:192.168.1.1", "private"),  # v4-mapped
+        ("0.0.0.0", "reserved"),
+        ("224.0.0.1", "reserved"),
+        ("93.184.216.34", "public"),
+        ("2606:4700::1111", "public"),
+    ],
+)
+def test_addresses_are_classified(address: str, kind: str) -> None:
+    assert address_class(address) == kind
+
+
+def test_the_arguments_are_a_url() -> None:
+    with pytest.raises(ValueError, match="at least 8"):
+        HttpFetchArguments(url="x")
