@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from troupe.config import LLMSettings, ModelPrice
+from troupe.config import LLMSettings, ModelPrice, TierCandidate
 from troupe.domain import Actor, ModelTier, TaskBudgets, Usage
 from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
@@ -135,13 +135,14 @@ class MeteredLLM:
             max_tokens=self._settings.max_tokens,
             response_format=response_format,
         )
+        # The models this call may reach, in the order it would try them.
+        candidates = self._router.plan(tier, model)
         if self._authorizer is not None and ctx.actor is not None:
             # Before the cache too: a cached answer is still that model's output.
-            candidate = self._router.plan(tier, model)[0]
             await self._authorizer.require(
                 "model.use",
                 ctx.actor,
-                {"tier": tier, "model": request.model, "provider": candidate.provider},
+                {"tier": tier, "model": request.model, "provider": candidates[0].provider},
                 task_id=ctx.task_id,
             )
         cache = self._cache if ctx.use_cache else None
@@ -151,7 +152,7 @@ class MeteredLLM:
             metrics.LLM_CACHE_LOOKUPS.labels(result="miss" if cached is None else "hit").inc()
             if cached is not None:
                 return self._hit(ctx, call_key, cached, started)
-        input_price, output_price = self._dearest_prices(tier, model)
+        input_price, output_price = self._dearest_prices(candidates)
         ask = Ask(
             prompt_tokens=estimate_prompt_tokens(messages),
             answer_tokens=self._settings.max_tokens,
@@ -181,12 +182,10 @@ class MeteredLLM:
             await self._ledger.release(ctx.tenant_id, ctx.task_id, call_key)
             raise
 
-    def _dearest_prices(self, tier: ModelTier, model: str | None) -> tuple[int, int]:
+    def _dearest_prices(self, candidates: list[TierCandidate]) -> tuple[int, int]:
         """The highest input and output prices among the models this call may reach
         (its candidates and fallbacks): what its money reservation is priced at."""
-        prices = [
-            price_for(c.model, self._settings.pricing) for c in self._router.plan(tier, model)
-        ]
+        prices = [price_for(c.model, self._settings.pricing) for c in candidates]
         return max(p.input for p in prices), max(p.output for p in prices)
 
     @staticmethod

@@ -44,6 +44,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON")]
 RateOption = Annotated[float | None, typer.Option(min=0.001, help="API requests per second")]
 BurstOption = Annotated[int | None, typer.Option(min=1, help="Requests allowed at once")]
 ConcurrentOption = Annotated[int | None, typer.Option(min=1, help="Unfinished tasks at once")]
+DailyTokensOption = Annotated[
+    int | None, typer.Option(min=1, help="Tokens per UTC day (default: budgets config)")
+]
+TaskTokensOption = Annotated[
+    int | None, typer.Option(min=1, help="Largest token_budget of one task")
+]
 DailyMoneyOption = Annotated[
     int | None, typer.Option(min=1, help="Micro-dollars per UTC day (default: budgets config)")
 ]
@@ -87,12 +93,8 @@ def tenant_create(
     plan: Annotated[
         str | None, typer.Option(help="Plan in the policy data (default: policy.default_plan)")
     ] = None,
-    daily_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Tokens per UTC day (default: budgets config)")
-    ] = None,
-    max_task_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Largest token_budget of one task")
-    ] = None,
+    daily_tokens: DailyTokensOption = None,
+    max_task_tokens: TaskTokensOption = None,
     daily_micro_usd: DailyMoneyOption = None,
     max_task_micro_usd: TaskMoneyOption = None,
     requests_per_s: RateOption = None,
@@ -102,18 +104,20 @@ def tenant_create(
     config: ConfigOption = None,
 ) -> None:
     """Create a tenant (limits not given follow the configuration)."""
+    from troupe.cli.main import _settings
     from troupe.storage.tenancy import TenantLimits
 
     limits = TenantLimits(
-        daily_tokens=daily_tokens,
-        daily_micro_usd=daily_micro_usd,
-        max_task_tokens=max_task_tokens,
-        max_task_micro_usd=max_task_micro_usd,
-        requests_per_s=requests_per_s,
-        burst=burst,
-        max_concurrent_tasks=max_concurrent_tasks,
+        **_given_limits(
+            daily_tokens,
+            max_task_tokens,
+            daily_micro_usd,
+            max_task_micro_usd,
+            requests_per_s,
+            burst,
+            max_concurrent_tasks,
+        )
     )
-    from troupe.cli.main import _settings
 
     chosen = plan or _settings(config).policy.default_plan
     tenant = _with_directory(
@@ -133,10 +137,8 @@ def tenant_update(
     tenant_id: Annotated[str, typer.Argument(help="The tenant")],
     status: Annotated[str | None, typer.Option(help="active | suspended")] = None,
     plan: Annotated[str | None, typer.Option(help="Plan in the policy data")] = None,
-    daily_tokens: Annotated[int | None, typer.Option(min=1, help="Tokens per UTC day")] = None,
-    max_task_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Largest token_budget of one task")
-    ] = None,
+    daily_tokens: DailyTokensOption = None,
+    max_task_tokens: TaskTokensOption = None,
     daily_micro_usd: DailyMoneyOption = None,
     max_task_micro_usd: TaskMoneyOption = None,
     requests_per_s: RateOption = None,
@@ -146,16 +148,15 @@ def tenant_update(
     config: ConfigOption = None,
 ) -> None:
     """Suspend or reactivate a tenant, or change the limits given (others stay)."""
-    given: dict[str, Any] = {
-        "daily_tokens": daily_tokens,
-        "max_task_tokens": max_task_tokens,
-        "daily_micro_usd": daily_micro_usd,
-        "max_task_micro_usd": max_task_micro_usd,
-        "requests_per_s": requests_per_s,
-        "burst": burst,
-        "max_concurrent_tasks": max_concurrent_tasks,
-    }
-    changes = {k: v for k, v in given.items() if v is not None}
+    changes = _given_limits(
+        daily_tokens,
+        max_task_tokens,
+        daily_micro_usd,
+        max_task_micro_usd,
+        requests_per_s,
+        burst,
+        max_concurrent_tasks,
+    )
 
     async def update(directory: TenantDirectory) -> Tenant:
         limits = None
@@ -246,6 +247,28 @@ def key_revoke(
     """Revoke a key: requests with it are refused (401 auth_revoked) from now on."""
     key = _with_directory(config, lambda d: d.revoke_key(key_id))
     console.print(f"key {key.id} of tenant {key.tenant_id} revoked")
+
+
+def _given_limits(
+    daily_tokens: int | None,
+    max_task_tokens: int | None,
+    daily_micro_usd: int | None,
+    max_task_micro_usd: int | None,
+    requests_per_s: float | None,
+    burst: int | None,
+    max_concurrent_tasks: int | None,
+) -> dict[str, Any]:
+    """The tenant limits an operator named (the others keep their value)."""
+    named = {
+        "daily_tokens": daily_tokens,
+        "max_task_tokens": max_task_tokens,
+        "daily_micro_usd": daily_micro_usd,
+        "max_task_micro_usd": max_task_micro_usd,
+        "requests_per_s": requests_per_s,
+        "burst": burst,
+        "max_concurrent_tasks": max_concurrent_tasks,
+    }
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _show_tenants(tenants: list[Tenant], *, as_json: bool) -> None:

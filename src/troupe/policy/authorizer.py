@@ -33,10 +33,6 @@ class Authorizer:
         self._log = log
         self._on_denied = on_denied
 
-    @property
-    def engine(self) -> PolicyEngine:
-        return self._engine
-
     async def require(
         self,
         action: Action,

@@ -15,7 +15,6 @@ from typing import Any, Literal, Protocol
 from troupe.errors import Forbidden
 
 Action = Literal["task.submit", "session.access", "tool.invoke", "model.use"]
-ACTIONS: tuple[Action, ...] = ("task.submit", "session.access", "tool.invoke", "model.use")
 
 # Where every engine reads the decision document.
 DECISION_PATH = "data.troupe.authz.decision"

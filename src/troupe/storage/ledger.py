@@ -205,16 +205,6 @@ def reserve(
     return grant
 
 
-def held(conn: Connection, call_key: str) -> Grant | None:
-    """The grant reserved under ``call_key``, while it is held."""
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(_PG_HELD, {"key": call_key}).one_or_none()
-        if row is None:
-            return None
-        return Grant(answer_tokens=row.answer_tokens, tokens=row.tokens, micro_usd=row.micro_usd)
-    return _sqlite_held(_sqlite(conn), call_key)
-
-
 def settle(
     conn: Connection, *, task_id: str, call_key: str, tokens: int, micro_usd: int
 ) -> list[Settled]:
@@ -323,9 +313,6 @@ _PG_RESERVE = text(
 _PG_SETTLE = text(
     "SELECT id, used_tokens, used_micro_usd, limit_tokens, limit_micro_usd "
     "FROM troupe_settle(:key, :task, :tokens, :usd)"
-)
-_PG_HELD = text(
-    "SELECT answer_tokens, tokens, micro_usd FROM budget_reservations WHERE call_key = :key"
 )
 _PG_COUNTERS = text(
     "SELECT id, limit_tokens, limit_micro_usd, used_tokens, reserved_tokens, "
