@@ -30,6 +30,13 @@ listed(item, items) if "*" in items
 
 listed(item, items) if item in items
 
+# "<server>__*" lists every tool of an MCP server.
+listed(item, items) if {
+	some pattern in items
+	endswith(pattern, "__*")
+	startswith(item, trim_suffix(pattern, "*"))
+}
+
 # ---------------------------------------------------------------- task.submit
 
 task_submit := deny("the tenant is not active") if {
@@ -78,7 +85,10 @@ session_access := deny("the tenant is not active") if {
 
 tool_name := input.request.tool.name
 
-tool_kind := object.get(data.tool_kinds, tool_name, "unknown")
+# An MCP server's tool (its server and name come with the request).
+tool_kind := "mcp" if {
+	input.request.mcp.server
+} else := object.get(data.tool_kinds, tool_name, "unknown")
 
 tool_invoke := deny("the tenant is not active") if {
 	not active

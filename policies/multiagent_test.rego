@@ -228,6 +228,31 @@ test_enterprise_tool_of_unknown_kind_is_denied if {
 	reason_has(doc, "no known kind")
 }
 
+mcp(name, server, plan_name, subject) := object.union(
+	tool(name, {"mcp": {"server": server, "tool": "lookup"}}),
+	{"tenant": object.union(tenant, {"plan": plan_name}), "subject": subject},
+)
+
+test_mcp_tool_on_enterprise_is_allowed if allowed(mcp("facts__lookup", "facts", "enterprise", admin))
+
+test_mcp_tool_outside_the_plan_is_denied if {
+	doc := mcp("facts__lookup", "facts", "standard", admin)
+	denied(doc)
+	reason_has(doc, "not in the standard plan")
+}
+
+test_mcp_server_wildcard_lists_its_tools if {
+	doc := mcp("facts__lookup", "facts", "enterprise", member)
+	denied(doc)
+	allowed(doc) with data.roles.member.tools as ["facts__*"]
+	denied(mcp("other__lookup", "other", "enterprise", member)) with data.roles.member.tools as ["facts__*"]
+}
+
+test_mcp_name_without_a_server_is_of_unknown_kind if {
+	doc := object.union(tool("facts__lookup", {}), {"tenant": object.union(tenant, {"plan": "enterprise"}), "subject": admin})
+	reason_has(doc, "no known kind")
+}
+
 # ---------------------------------------------------------------- model.use
 
 model(tier, name, plan_name) := {

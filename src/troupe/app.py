@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from troupe.tools.python_exec import PythonExec
 
 if TYPE_CHECKING:
     from troupe.storage.kv.ledger import RedisBudgetLedger
+    from troupe.tools.mcp import McpServers, McpTool
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Services:
     sandbox: Sandbox
     temporal: Client
     launcher: TaskLauncher
+    mcp: McpServers | None = None  # connected by a worker
 
     @classmethod
     async def from_settings(cls, settings: Settings, *, temporal_address: str) -> Services:
@@ -116,13 +119,21 @@ class Services:
             launcher,
         )
 
-    def worker(self) -> Worker:
+    async def worker(self) -> Worker:
+        """The Temporal worker, with the MCP servers' tools (connected now)."""
+        mcp_tools: list[McpTool] = []
+        if self.settings.tools.mcp_servers:
+            # Imported only when configured: the mcp SDK costs ~1 s of start-up.
+            from troupe.tools.mcp import McpServers
+
+            self.mcp = McpServers(self.settings.tools.mcp_servers)
+            mcp_tools = await self.mcp.connect()
         return build_worker(
             self.temporal,
             self.settings,
             router=self.router,
             journal=self.journal,
-            tools=build_tools(self.settings, self.sandbox),
+            tools=build_tools(self.settings, self.sandbox, mcp_tools),
             cache=self.prompt_cache,
             authorizer=self.authorizer,
         )
@@ -137,6 +148,8 @@ class Services:
         await self.authorizer.aclose()
         await self.decisions.aclose()
         await self.sandbox.aclose()
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.directory.aclose()
         await self.store.aclose()
 
@@ -148,9 +161,18 @@ def build_sandbox(settings: Settings) -> Sandbox:
     return Sandbox(settings.sandbox, cache_dir)
 
 
-def build_tools(settings: Settings, sandbox: Sandbox) -> ToolRegistry:
-    """The built-in tools."""
-    return ToolRegistry([Calculator(), PythonExec(sandbox), HttpFetch(settings.tools.http_fetch)])
+def build_tools(
+    settings: Settings, sandbox: Sandbox, mcp_tools: Iterable[McpTool] = ()
+) -> ToolRegistry:
+    """The built-in tools and those of the MCP servers (connected by the caller)."""
+    tools = settings.tools
+    registry = ToolRegistry(
+        [Calculator(), PythonExec(sandbox), HttpFetch(tools.http_fetch)],
+        max_result_chars=tools.max_result_chars,
+        timeout_s=tools.timeout_s,
+    )
+    registry.extend(mcp_tools)
+    return registry
 
 
 def build_fanout(settings: Settings) -> EventFanout:

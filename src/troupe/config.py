@@ -116,8 +116,53 @@ class HttpFetchSettings(_Section):
     allow_private_hosts: tuple[str, ...] = ()
 
 
+class McpServerSettings(_Section):
+    """One MCP server whose tools agents may use, named ``<name>__<tool>``."""
+
+    # Letters, digits and single hyphens: the tool names stay valid for every provider
+    # and the ``__`` between server and tool stays unambiguous.
+    name: str = Field(pattern=r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$", max_length=24)
+    transport: Literal["stdio", "http"]
+    # stdio: the command that starts the server, with its arguments and environment
+    # (nothing else of the host's environment but PATH-like basics is passed on).
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    # http: the streamable HTTP endpoint, e.g. https://tools.internal/mcp.
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Tenants that see its tools; empty: every tenant. The policy decides per call.
+    tenants: tuple[str, ...] = ()
+    # Only these of its tools (empty: all it lists).
+    include: tuple[str, ...] = ()
+    connect_timeout_s: float = Field(default=20, gt=0)
+    # How far its answers are trusted as facts (BeliefState), 0..1.
+    confidence: float = Field(default=0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _has_its_transport(self) -> McpServerSettings:
+        if self.transport == "stdio" and not self.command:
+            raise ValueError(f"MCP server {self.name!r}: stdio needs a command")
+        if self.transport == "http" and not self.url:
+            raise ValueError(f"MCP server {self.name!r}: http needs a url")
+        return self
+
+
 class ToolSettings(_Section):
     http_fetch: HttpFetchSettings = HttpFetchSettings()
+    # A call that outlives this is stopped; the agent reads that it timed out.
+    timeout_s: float = Field(default=30, gt=0)
+    # What an agent reads of a result, at most.
+    max_result_chars: int = Field(default=4000, ge=100)
+    mcp_servers: tuple[McpServerSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _mcp_names_are_unique(self) -> ToolSettings:
+        names = [server.name for server in self.mcp_servers]
+        if len(names) != len(set(names)):
+            raise ValueError("two MCP servers have the same name")
+        return self
 
 
 class SandboxSettings(_Section):

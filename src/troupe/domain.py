@@ -237,3 +237,55 @@ class TaskEvent(BaseModel):
     type: EventType
     data: dict[str, Any]
     created_at: datetime
+
+
+class Fact(BaseModel):
+    """Something an agent established, where from, and how far to trust it (0..1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str
+    source: str = Field(description="The step and tool (or the agent's reasoning).")
+    step: int
+    confidence: float = Field(ge=0, le=1)
+
+
+class BeliefState(BaseModel):
+    """An agent's working state across its steps: what it knows, what is still open,
+    and its plan. Shown in the task's detail; the answer cites the facts it rests on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    facts: tuple[Fact, ...] = ()
+    open_questions: tuple[str, ...] = ()
+    plan: tuple[str, ...] = ()
+
+
+class ToolCallRun(BaseModel):
+    """One tool call of an agent step, and what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    arguments: dict[str, Any]
+    ok: bool
+    observation: str
+    seconds: float = 0.0
+    fuel: int | None = None  # sandbox CPU, when the tool ran code there
+
+
+class AgentStep(BaseModel):
+    """One step of a tool-using agent (a react task, or a plan node with tools)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str | None
+    step: int
+    thought: str
+    calls: tuple[ToolCallRun, ...]
+    answer: str | None
+    beliefs: BeliefState
+    usage: Usage
+    tool_seconds: float
+    fuel: int
+    created_at: datetime | None = None

@@ -119,7 +119,7 @@ async def _worker(services: Services, *, enabled: bool) -> AsyncIterator[Worker 
     if not enabled:
         yield None
         return
-    worker = services.worker()
+    worker = await services.worker()
     running = asyncio.create_task(worker.run(), name="temporal-worker")
     try:
         yield worker

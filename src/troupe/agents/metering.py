@@ -13,7 +13,13 @@ from troupe.config import LLMSettings, ModelPrice, TierCandidate
 from troupe.domain import Actor, ModelTier, TaskBudgets, Usage
 from troupe.errors import BudgetExceeded
 from troupe.llm.cache import PromptCache, cache_key
-from troupe.llm.messages import ChatMessage, ChatRequest, ChatResponse, StructuredOutput
+from troupe.llm.messages import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    StructuredOutput,
+    ToolSpec,
+)
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
 from troupe.llm.router import Fallback, LLMRouter, Routed
 from troupe.observability import metrics
@@ -115,6 +121,7 @@ class MeteredLLM:
         index: int = 0,
         response_format: StructuredOutput | None = None,
         model: str | None = None,
+        tools: tuple[ToolSpec, ...] = (),
     ) -> MeteredResponse:
         """One call, index ``index`` of this activity attempt; ``model`` names a model to
         try before the tier's own candidates.
@@ -134,6 +141,7 @@ class MeteredLLM:
             messages=messages,
             max_tokens=self._settings.max_tokens,
             response_format=response_format,
+            tools=tools,
         )
         # The models this call may reach, in the order it would try them.
         candidates = self._router.plan(tier, model)

@@ -6,7 +6,10 @@ workflow needs no extra activity per status change.
 
 from __future__ import annotations
 
+from troupe.agents.beliefs import beliefs_of
+from troupe.agents.beliefs import render as render_beliefs
 from troupe.agents.metering import CallContext, MeteredLLM
+from troupe.agents.react import AGENT_PROMPT, ToolAgent
 from troupe.config import LLMSettings, OrchestratorSettings
 from troupe.domain import PlanNode, TaskStatus
 from troupe.llm.messages import ChatMessage
@@ -28,7 +31,9 @@ class AgentRuntime:
         journal: TaskJournal,
         llm_settings: LLMSettings,
         orchestrator: OrchestratorSettings,
+        tool_agent: ToolAgent | None = None,
     ) -> None:
+        self._tool_agent = tool_agent
         self._llm = llm
         self._journal = journal
         self._llm_settings = llm_settings
@@ -73,15 +78,27 @@ class AgentRuntime:
         if inputs:
             shared = "\n\n".join(f"## {i.node_id} ({i.role})\n{i.output}" for i in inputs)
             user += f"\n\nWhat the agents you depend on found:\n\n{shared}"
-        messages = (
-            ChatMessage(role="system", content=system),
-            ChatMessage(role="user", content=user),
-        )
-        metered = await self._llm.call(ctx, messages, tier=node.tier)
-        output = metered.response.content[: self._orchestrator.node_output_chars]
-        await self._journal.node_completed(
-            ctx.tenant_id, ctx.task_id, node.id, output, metered.record
-        )
+        offered = self._tool_agent.offered(ctx.tenant_id, node.tools) if self._tool_agent else []
+        if self._tool_agent is not None and offered:
+            answer, call, turns = await self._tool_agent.run(
+                ctx,
+                system=f"{system}\n\n{AGENT_PROMPT}",
+                query=user,
+                offered=offered,
+                tier=node.tier,
+            )
+            beliefs = beliefs_of(turns)
+            if beliefs.facts:  # what the answer rests on travels with it to synthesis
+                answer += "\n\n" + render_beliefs(beliefs)
+        else:
+            messages = (
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=user),
+            )
+            metered = await self._llm.call(ctx, messages, tier=node.tier)
+            answer, call = metered.response.content, metered.record
+        output = answer[: self._orchestrator.node_output_chars]
+        await self._journal.node_completed(ctx.tenant_id, ctx.task_id, node.id, output, call)
         return output
 
     async def synthesize(

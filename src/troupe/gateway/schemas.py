@@ -8,7 +8,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from troupe.domain import NodeRun, NodeStatus, Plan, Task, TaskEvent, TaskStatus, Usage
+from troupe.domain import (
+    AgentStep,
+    BeliefState,
+    NodeRun,
+    NodeStatus,
+    Plan,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    Usage,
+)
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -195,9 +205,21 @@ class TaskView(BaseModel):
     nodes: list[NodeView] = Field(
         default_factory=list, description="How each plan node ran (single-task reads only)."
     )
+    steps: list[AgentStep] = Field(
+        default_factory=list,
+        description="Steps of the task's tool-using agents: tool calls, tool time, sandbox "
+        "fuel, tokens, cost, BeliefState after each (single-task reads only).",
+    )
+    beliefs: BeliefState | None = Field(
+        default=None,
+        description="The react agent's BeliefState after its last step: the facts its "
+        "answer rests on (single-task reads only).",
+    )
 
     @classmethod
-    def of(cls, task: Task, nodes: Sequence[NodeRun] = ()) -> TaskView:
+    def of(
+        cls, task: Task, nodes: Sequence[NodeRun] = (), steps: Sequence[AgentStep] = ()
+    ) -> TaskView:
         base = f"/api/v1/tasks/{task.id}"
         return cls(
             id=task.id,
@@ -225,6 +247,8 @@ class TaskView(BaseModel):
             ),
             plan=task.plan,
             nodes=[NodeView.of(n) for n in nodes],
+            steps=list(steps),
+            beliefs=next((s.beliefs for s in reversed(steps) if s.node_id is None), None),
         )
 
 

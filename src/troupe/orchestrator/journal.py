@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from troupe.agents.metering import BudgetLedger, CallContext
-from troupe.domain import Actor, EventType, Plan, Strategy, Task, TaskError, TaskStatus
+from troupe.domain import Actor, AgentStep, EventType, Plan, Strategy, Task, TaskError, TaskStatus
 from troupe.llm.router import Fallback
 from troupe.observability import metrics
 from troupe.storage.kv.base import EventFanout
@@ -144,6 +144,11 @@ class TaskJournal:
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
     ) -> None:
         await self._store.append_event(tenant_id, task_id, type_, data)
+        await self._fanout.publish(task_id)
+
+    async def agent_step(self, tenant_id: str, task_id: str, step: AgentStep) -> None:
+        """A tool-using agent's step, with its metering and BeliefState."""
+        await self._store.record_agent_step(tenant_id, task_id, step)
         await self._fanout.publish(task_id)
 
     async def node_started(

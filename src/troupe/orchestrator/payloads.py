@@ -111,12 +111,18 @@ class NodesEnded(_Payload):
 
 
 class ReactTurn(_Payload):
-    """One reason → act → observe step of a react agent."""
+    """One tool call of a react agent and what it observed; the calls one step asked
+    for at once share ``step`` and ``thought``."""
 
     thought: str
     tool: str
     arguments: dict[str, object]
     observation: str
+    # Defaults: histories recorded before native tool calling (one call per step).
+    call_id: str = ""  # the provider's id of the call
+    step: int = 0
+    ok: bool = True
+    confidence: float = 0.8  # how far the observation is trusted as a fact
 
 
 class ReactStepTask(_Payload):
@@ -126,10 +132,15 @@ class ReactStepTask(_Payload):
 
 
 class ReactStepResult(_Payload):
-    """Either a turn (the agent used a tool) or the answer (the task is complete)."""
+    """The step's tool calls (the agent goes on) or the answer (the task is complete)."""
 
-    turn: ReactTurn | None = None
+    turn: ReactTurn | None = None  # histories from before a step could call several tools
     answer: str | None = None
+    turns: tuple[ReactTurn, ...] = ()
+
+    @property
+    def new_turns(self) -> tuple[ReactTurn, ...]:
+        return self.turns or ((self.turn,) if self.turn is not None else ())
 
 
 class FinishInput(_Payload):

@@ -11,7 +11,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import troupe
 from troupe.agents.metering import MeteredLLM
-from troupe.agents.react import ReactAgent
+from troupe.agents.react import ReactAgent, ToolAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.config import Settings
 from troupe.llm.cache import PromptCache
@@ -44,10 +44,13 @@ def build_worker(
         on_fallback=journal.llm_fallback,
         authorizer=authorizer,
     )
+    tool_agent = ToolAgent(
+        llm, journal, tools, settings.llm, settings.orchestrator, authorizer=authorizer
+    )
     activities = TaskActivities(
-        AgentRuntime(llm, journal, settings.llm, settings.orchestrator),
+        AgentRuntime(llm, journal, settings.llm, settings.orchestrator, tool_agent),
         Planner(llm, journal, settings.orchestrator, authorizer=authorizer),
-        ReactAgent(llm, journal, tools, settings.llm, settings.orchestrator, authorizer=authorizer),
+        ReactAgent(tool_agent, journal, settings.llm),
         StrategyJudge(llm, journal, settings.orchestrator),
         journal,
         heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Row,
     bindparam,
     cast,
+    delete,
     func,
     insert,
     select,
@@ -32,6 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.domain import (
     TERMINAL_EVENT_FOR_STATUS,
+    AgentStep,
+    BeliefState,
     EventType,
     NodeRun,
     NodeStatus,
@@ -41,6 +44,7 @@ from troupe.domain import (
     TaskError,
     TaskEvent,
     TaskStatus,
+    ToolCallRun,
     Usage,
 )
 from troupe.errors import NotFound, RateLimited
@@ -49,6 +53,7 @@ from troupe.storage.database import Transactions
 from troupe.storage.ledger import Ask, Budget, Counter, Grant, Settled
 from troupe.storage.tables import (
     UtcDateTime,
+    agent_steps,
     events,
     sessions,
     task_nodes,
@@ -399,6 +404,20 @@ class SqlTaskStore:
             .order_by(task_nodes.c.position)
         )
         return await self._tx.read(lambda conn: [_node_run(r) for r in conn.execute(query)])
+
+    async def record_agent_step(self, tenant_id: str, task_id: str, step: AgentStep) -> None:
+        """The step and its react.step event, together. A retried step replaces the row
+        of the attempt before it (both attempts' calls stay metered)."""
+        await self._tx.write(_record_agent_step, tenant_id, task_id, step)
+
+    async def agent_steps(self, tenant_id: str, task_id: str) -> list[AgentStep]:
+        """Every step of the task's tool-using agents, per agent in order."""
+        query = (
+            select(agent_steps)
+            .where(agent_steps.c.task_id == task_id, agent_steps.c.tenant_id == tenant_id)
+            .order_by(agent_steps.c.node_id, agent_steps.c.step)
+        )
+        return await self._tx.read(lambda conn: [_agent_step(r) for r in conn.execute(query)])
 
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
@@ -980,6 +999,74 @@ def _node_completed(
         [_call_event(call), *alerts, (EventType.NODE_COMPLETED, completed)],
     )
     return True
+
+
+def _record_agent_step(conn: Connection, tenant_id: str, task_id: str, step: AgentStep) -> None:
+    node = step.node_id or ""
+    conn.execute(
+        delete(agent_steps).where(
+            agent_steps.c.task_id == task_id,
+            agent_steps.c.tenant_id == tenant_id,
+            agent_steps.c.node_id == node,
+            agent_steps.c.step == step.step,
+        )
+    )
+    calls = [c.model_dump(mode="json") for c in step.calls]
+    conn.execute(
+        insert(agent_steps).values(
+            task_id=task_id,
+            tenant_id=tenant_id,
+            node_id=node,
+            step=step.step,
+            thought=step.thought,
+            tool_calls=calls,
+            answer=step.answer,
+            beliefs=step.beliefs.model_dump(mode="json"),
+            prompt_tokens=step.usage.prompt_tokens,
+            completion_tokens=step.usage.completion_tokens,
+            cost_micro_usd=step.usage.cost_micro_usd,
+            tool_seconds=step.tool_seconds,
+            fuel=step.fuel,
+            created_at=_now(),
+        )
+    )
+    data = {
+        "node_id": step.node_id,
+        "step": step.step,
+        "thought": step.thought[:500],
+        "calls": [{**c, "observation": c["observation"][:500]} for c in calls],
+        "answered": step.answer is not None,
+        "prompt_tokens": step.usage.prompt_tokens,
+        "completion_tokens": step.usage.completion_tokens,
+        "cost_micro_usd": step.usage.cost_micro_usd,
+        "tool_seconds": round(step.tool_seconds, 6),
+        "fuel": step.fuel,
+        "beliefs": {
+            "facts": len(step.beliefs.facts),
+            "open_questions": len(step.beliefs.open_questions),
+            "plan": list(step.beliefs.plan),
+        },
+    }
+    _append(conn, tenant_id, task_id, [(EventType.REACT_STEP, data)])
+
+
+def _agent_step(row: Row[Any]) -> AgentStep:
+    return AgentStep(
+        node_id=row.node_id or None,
+        step=row.step,
+        thought=row.thought,
+        calls=tuple(ToolCallRun.model_validate(c) for c in row.tool_calls),
+        answer=row.answer,
+        beliefs=BeliefState.model_validate(row.beliefs),
+        usage=Usage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_micro_usd=row.cost_micro_usd,
+        ),
+        tool_seconds=row.tool_seconds,
+        fuel=row.fuel,
+        created_at=row.created_at,
+    )
 
 
 def _nodes_ended(

@@ -285,6 +285,30 @@ class TokenUsageRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class AgentStepRow(Base):
+    """One step of a tool-using agent: its tool calls, what they cost, and the agent's
+    BeliefState after it. ``node_id`` is "" for the task's own (react) agent."""
+
+    __tablename__ = "agent_steps"
+    __table_args__ = (UniqueConstraint("task_id", "node_id", "step"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(40), ForeignKey("tasks.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer)
+    thought: Mapped[str] = mapped_column(Text)
+    tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    beliefs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    tool_seconds: Mapped[float] = mapped_column(Float)
+    fuel: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 # The tables themselves, for Core statements (the store's hot path skips the ORM).
 tenants = cast(Table, TenantRow.__table__)
 users = cast(Table, UserRow.__table__)
@@ -297,3 +321,4 @@ token_usage = cast(Table, TokenUsageRow.__table__)
 budget_reservations = cast(Table, BudgetReservationRow.__table__)
 budget_counters = cast(Table, BudgetCounterRow.__table__)
 policy_decisions = cast(Table, PolicyDecisionRow.__table__)
+agent_steps = cast(Table, AgentStepRow.__table__)

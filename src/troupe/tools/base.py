@@ -1,28 +1,16 @@
-"""The Tool Protocol and the registry agents look tools up in."""
+"""The Tool Protocol, the outcome of a call, and the registry agents look tools up in."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from troupe.errors import InvalidInput, NotFound
-
-
-class Tool(Protocol):
-    """A named capability with typed arguments; ``run`` returns text for the agent."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def description(self) -> str: ...
-
-    @property
-    def arguments(self) -> type[BaseModel]: ...
-
-    async def run(self, arguments: BaseModel) -> str: ...
+from troupe.errors import InvalidInput
 
 
 class ToolError(InvalidInput):
@@ -31,29 +19,115 @@ class ToolError(InvalidInput):
     code = "tool_error"
 
 
+@dataclass(frozen=True)
+class ToolOutput:
+    """What one call gave the agent, and what it cost.
+
+    ``confidence`` is how far the agent may trust the text as a fact: exact tools
+    (arithmetic) say 1.0, a page from the web much less. ``fuel`` is the sandbox's
+    CPU measure when the tool ran code there.
+    """
+
+    text: str
+    ok: bool = True
+    confidence: float = 0.8
+    seconds: float = 0.0
+    fuel: int | None = None
+
+
+class Tool(Protocol):
+    """A named capability; the registry validates arguments with ``parse`` first."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def parameters(self) -> dict[str, Any]:
+        """The arguments as a JSON schema, for the LLM."""
+        ...
+
+    def parse(self, arguments: dict[str, Any]) -> Any:
+        """The arguments, validated; ToolError when they are not acceptable."""
+        ...
+
+    async def run(self, arguments: Any) -> ToolOutput: ...
+
+
+class TypedTool:
+    """A tool whose arguments are a pydantic model (the built-ins)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    arguments: ClassVar[type[BaseModel]]
+    sandboxed: ClassVar[bool] = False
+
+    def parameters(self) -> dict[str, Any]:
+        return self.arguments.model_json_schema()
+
+    def parse(self, arguments: dict[str, Any]) -> BaseModel:
+        try:
+            return self.arguments.model_validate(arguments)
+        except ValidationError as exc:
+            raise ToolError(f"bad arguments for {self.name}: {problems(exc)}") from exc
+
+
+def problems(exc: ValidationError) -> str:
+    """What is wrong with some arguments, field by field, for the agent to fix."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
 class ToolRegistry:
-    """The tools of a deployment, by name; each call's arguments are validated first."""
+    """The tools of a deployment, by name.
 
-    def __init__(self, tools: Iterable[Tool] = (), *, max_result_chars: int = 4000) -> None:
-        self._tools = {tool.name: tool for tool in tools}
+    A call never raises for the tool's sake: unknown tools, bad arguments, tool errors
+    and timeouts all come back as a failed ToolOutput the agent can read and react to.
+    A tool may be visible to some tenants only (``tenants``, e.g. an MCP server
+    configured for them).
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Tool] = (),
+        *,
+        max_result_chars: int = 4000,
+        timeout_s: float = 30,
+    ) -> None:
+        self._tools: dict[str, Tool] = {}
         self._max_result_chars = max_result_chars
+        self._timeout_s = timeout_s
+        self.extend(tools)
 
-    def names(self) -> list[str]:
-        return sorted(self._tools)
+    def extend(self, tools: Iterable[Tool]) -> None:
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"two tools are named {tool.name!r}")
+            self._tools[tool.name] = tool
+
+    def names(self, tenant_id: str | None = None) -> list[str]:
+        """Every tool, or those the tenant may see."""
+        return sorted(n for n in self._tools if tenant_id is None or self.visible(n, tenant_id))
+
+    def visible(self, name: str, tenant_id: str) -> bool:
+        tool = self._tools.get(name)
+        if tool is None:
+            return False
+        tenants = getattr(tool, "tenants", None)
+        return not tenants or tenant_id in tenants
 
     async def policy_facts(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """What the policy must know of a call beyond its name and arguments (an http
-        tool's target host and address class); ToolError for invalid arguments."""
+        tool's target host and address class, an MCP tool's server); ToolError for
+        invalid arguments."""
         tool = self._tools.get(name)
         facts = getattr(tool, "policy_facts", None)
         if tool is None or facts is None:
             return {}
-        try:
-            parsed = tool.arguments.model_validate(arguments)
-        except ValidationError as exc:
-            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
-            raise ToolError(f"bad arguments for {name}: {problems}") from exc
-        found: dict[str, Any] = await facts(parsed)
+        found: dict[str, Any] = await facts(tool.parse(arguments))
         return found
 
     def sandboxed(self, name: str) -> bool:
@@ -67,22 +141,30 @@ class ToolRegistry:
             {
                 "name": name,
                 "description": self._tools[name].description,
-                "arguments": self._tools[name].arguments.model_json_schema(),
+                "parameters": self._tools[name].parameters(),
             }
             for name in chosen
         ]
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> str:
-        """Run one tool call; the result is cut to the size limit."""
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutput:
+        """Run one call within the time limit; the text is cut to the size limit."""
+        started = time.perf_counter()
         tool = self._tools.get(name)
-        if tool is None:
-            raise NotFound(f"no tool named {name!r}", code="tool_not_found")
         try:
-            parsed = tool.arguments.model_validate(arguments)
-        except ValidationError as exc:
-            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
-            raise ToolError(f"bad arguments for {name}: {problems}") from exc
-        result = await tool.run(parsed)
-        if len(result) > self._max_result_chars:
-            return result[: self._max_result_chars] + "… [cut]"
-        return result
+            if tool is None:
+                raise ToolError(f"no tool named {name!r}")
+            parsed = tool.parse(arguments)
+            async with asyncio.timeout(self._timeout_s):
+                output = await tool.run(parsed)
+        except InvalidInput as exc:
+            output = ToolOutput(text=f"error: {exc.message}", ok=False, confidence=0)
+        except TimeoutError:
+            output = ToolOutput(
+                text=f"error: {name} took longer than {self._timeout_s:g}s and was stopped",
+                ok=False,
+                confidence=0,
+            )
+        text = output.text
+        if len(text) > self._max_result_chars:
+            text = text[: self._max_result_chars] + "… [cut]"
+        return replace(output, text=text, seconds=time.perf_counter() - started)

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 from pydantic import BaseModel, Field
 
-from troupe.tools.base import ToolError
+from troupe.tools.base import ToolError, ToolOutput, TypedTool
 
 _BINARY: dict[type[ast.operator], Callable[[Fraction, Fraction], Fraction]] = {
     ast.Add: operator.add,
@@ -87,13 +87,13 @@ def render(value: Fraction) -> str:
     return f"{float(value):.12g} (exactly {value.numerator}/{value.denominator})"
 
 
-class Calculator:
+class Calculator(TypedTool):
     """Exact arithmetic for agents."""
 
     name = "calculator"
     description = "Evaluate an arithmetic expression exactly (+ - * / // % ** and parentheses)."
     arguments = CalculatorArguments
 
-    async def run(self, arguments: BaseModel) -> str:
+    async def run(self, arguments: BaseModel) -> ToolOutput:
         assert isinstance(arguments, CalculatorArguments)
-        return render(evaluate(arguments.expression))
+        return ToolOutput(text=render(evaluate(arguments.expression)), confidence=1.0)

@@ -26,7 +26,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from troupe.config import HttpFetchSettings
-from troupe.tools.base import ToolError
+from troupe.tools.base import ToolError, ToolOutput, TypedTool
 
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml+xml")
 
@@ -69,7 +69,7 @@ def _worst(classes: list[str]) -> str:
     return "public"
 
 
-class HttpFetch:
+class HttpFetch(TypedTool):
     name = "http_fetch"
     description = (
         "Fetch an http(s) URL and read its text (web pages, JSON APIs). Only public "
@@ -87,7 +87,7 @@ class HttpFetch:
         classes = [address_class(a) for a in await resolve(host)]
         return {"target": {"host": host, "address_class": _worst(classes)}}
 
-    async def run(self, arguments: BaseModel) -> str:
+    async def run(self, arguments: BaseModel) -> ToolOutput:
         assert isinstance(arguments, HttpFetchArguments)
         s = self._settings
         url = arguments.url
@@ -101,7 +101,8 @@ class HttpFetch:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
-                    return await self._read(response)
+                    # A page says what its author says: a lead, not a proven fact.
+                    return ToolOutput(text=await self._read(response), confidence=0.6)
                 finally:
                     await response.aclose()
         raise ToolError(f"more than {s.max_redirects} redirects")

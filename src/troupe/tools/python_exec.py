@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from troupe.sandbox.runner import Sandbox, SandboxResult
+from troupe.tools.base import ToolOutput, TypedTool
 
 
 class PythonExecArguments(BaseModel):
@@ -16,7 +17,7 @@ class PythonExecArguments(BaseModel):
     )
 
 
-class PythonExec:
+class PythonExec(TypedTool):
     """Untrusted code, so only ever in the sandbox: no network, no host files."""
 
     name = "python_exec"
@@ -31,9 +32,16 @@ class PythonExec:
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
 
-    async def run(self, arguments: BaseModel) -> str:
+    async def run(self, arguments: BaseModel) -> ToolOutput:
         assert isinstance(arguments, PythonExecArguments)
-        return render(await self._sandbox.run(arguments.code))
+        result = await self._sandbox.run(arguments.code)
+        # What a script printed is as good as the script: trusted when it ran cleanly.
+        return ToolOutput(
+            text=render(result),
+            ok=result.ok,
+            confidence=0.9 if result.ok else 0,
+            fuel=result.fuel_used,
+        )
 
 
 def render(result: SandboxResult) -> str:

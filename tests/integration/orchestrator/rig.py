@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from troupe.app import build_sandbox, build_tools, connect_temporal
 from troupe.config import Settings, load_settings
-from troupe.domain import EventType, Strategy, Task, TaskEvent, TaskStatus
+from troupe.domain import AgentStep, EventType, Strategy, Task, TaskEvent, TaskStatus
 from troupe.llm.base import LLMProvider
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.launcher import TaskLauncher
@@ -65,6 +65,9 @@ class Rig:
 
     async def events(self, task_id: str) -> list[TaskEvent]:
         return list(await self.store.events_after(TENANT, task_id, 0))
+
+    async def steps(self, task_id: str) -> list[AgentStep]:
+        return await self.store.agent_steps(TENANT, task_id)
 
     async def event_types(self, task_id: str) -> list[EventType]:
         return [e.type for e in await self.events(task_id)]

@@ -25,6 +25,7 @@ TABLES = {
     "events",
     "token_usage",
     "task_nodes",
+    "agent_steps",
 }
 
 

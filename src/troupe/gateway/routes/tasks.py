@@ -139,11 +139,12 @@ async def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
 async def get_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> TaskView:
-    """The task, its result or error, its usage so far, and its plan's nodes."""
+    """The task, its result or error, its usage so far, its plan's nodes, and the steps
+    of its tool-using agents with their BeliefState."""
     task = await session_task(services, principal, task_id, "read")
     store, tenant = services.store, principal.tenant_id
     nodes = await store.task_nodes(tenant, task.id) if task.plan is not None else []
-    return TaskView.of(task, nodes)
+    return TaskView.of(task, nodes, await store.agent_steps(tenant, task.id))
 
 
 @router.post(

@@ -12,11 +12,12 @@ import hashlib
 import json
 import random
 import re
+from typing import Any
 
 from troupe.config import SimulationSettings
 from troupe.errors import ProviderError
 from troupe.llm.base import TextSink
-from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage
+from troupe.llm.messages import ChatRequest, ChatResponse, TokenUsage, ToolCall
 from troupe.llm.pricing import estimate_prompt_tokens
 
 _VOCABULARY = [
@@ -43,6 +44,23 @@ _VOCABULARY = [
 
 # An arithmetic expression inside a sentence: numbers joined by operators.
 _ARITHMETIC = re.compile(r"[-(]*\d+(?:\.\d+)?(?:\s*[-+*/%]+\s*[(]*\d+(?:\.\d+)?\)*)+")
+
+
+# A scripted tool call in a task's text: [[tool_name {"json": "arguments"}]].
+_SCRIPTED = re.compile(r"\[\[([A-Za-z0-9_-]+)(?:\s+(\{.*?\}))?\]\]", re.DOTALL)
+
+
+def scripted_calls(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The tool calls a task scripts for the simulation, in order (bad JSON: none)."""
+    calls = []
+    for match in _SCRIPTED.finditer(text):
+        try:
+            arguments = json.loads(match[2]) if match[2] else {}
+        except json.JSONDecodeError:
+            continue
+        if isinstance(arguments, dict):
+            calls.append((match[1], arguments))
+    return calls
 
 
 class SimulationProvider:
@@ -75,8 +93,8 @@ class SimulationProvider:
         question = request.messages[-1].content if request.messages else ""
         if request.response_format is not None and request.response_format.name == "Plan":
             return self._plan(request)
-        if request.response_format is not None and request.response_format.name == "ReactStep":
-            return self._react_step(request)
+        if request.tools or any(m.role == "tool" for m in request.messages):
+            return self._tool_step(request)
         if request.response_format is not None and request.response_format.name == "StrategyChoice":
             return self._strategy_choice(request, question)
         length = 12 + digest[0] % 24
@@ -99,14 +117,18 @@ class SimulationProvider:
         )
 
     def _plan(self, request: ChatRequest) -> ChatResponse:
-        """A fan-out plan of ``plan_width`` independent agents, as JSON."""
+        """A fan-out plan of ``plan_width`` independent agents, as JSON; each may use
+        the tools the task scripts."""
         width = self._settings.plan_width
+        question = request.messages[-1].content if request.messages else ""
+        tools = sorted({name for name, _ in scripted_calls(question)})
         nodes = [
             {
                 "id": f"agent-{n}",
                 "role": f"analyst {n} of {width}",
                 "instructions": f"Study aspect {n} of the task and report what you find.",
                 "tier": "medium",
+                "tools": tools,
                 "depends_on": [],
             }
             for n in range(1, width + 1)
@@ -114,26 +136,43 @@ class SimulationProvider:
         plan = {"nodes": nodes, "synthesis": "Combine the analysts' findings into one answer."}
         return self._json_response(request, json.dumps(plan))
 
-    def _react_step(self, request: ChatRequest) -> ChatResponse:
-        """Compute the first arithmetic expression of the task with the calculator, then
-        answer with what it observed; without one, answer at once."""
-        question = request.messages[1].content if len(request.messages) > 1 else ""
-        observations = [
-            m.content.removeprefix("Observation: ")
-            for m in request.messages
-            if m.role == "user" and m.content.startswith("Observation: ")
+    def _tool_step(self, request: ChatRequest) -> ChatResponse:
+        """A tool-using agent: the calls the task scripts (``[[tool {json}]]``), else
+        the calculator on the task's first arithmetic expression, one per step, with
+        ``update_beliefs`` noting the plan at the first; then an answer citing what the
+        tools said. Without tools offered (the last step), it answers at once."""
+        question = next((m.content for m in request.messages if m.role == "user"), "")
+        offered = {t.name for t in request.tools}
+        done = sum(1 for m in request.messages if m.role == "assistant" and m.tool_calls)
+        script = scripted_calls(question)
+        if not script and "calculator" in offered and (found := _ARITHMETIC.search(question)):
+            script = [("calculator", {"expression": found[0]})]
+        if offered and done < len(script):
+            name, arguments = script[done]
+            calls = [ToolCall(id=f"call_{done + 1}_1", name=name, arguments=arguments)]
+            if done == 0 and "update_beliefs" in offered:
+                plan = {"plan": [f"use {tool}" for tool, _ in script] + ["answer"]}
+                calls.insert(0, ToolCall(id="call_1_0", name="update_beliefs", arguments=plan))
+            return ChatResponse(
+                provider=self.name,
+                model=request.model,
+                content=f"I should use {name} rather than guess.",
+                usage=TokenUsage(
+                    prompt_tokens=estimate_prompt_tokens(request.messages),
+                    completion_tokens=12 + 8 * len(calls),
+                ),
+                finish_reason="tool_calls",
+                tool_calls=tuple(calls),
+            )
+        observed = [
+            m.content for m in request.messages if m.role == "tool" and m.content != "noted"
         ]
-        expression = _ARITHMETIC.search(question)
-        step: dict[str, object]
-        if expression and not observations:
-            step = {
-                "thought": "I should compute this exactly rather than guess.",
-                "action": {"tool": "calculator", "arguments": {"expression": expression[0]}},
-            }
+        if observed:
+            cited = ", ".join(f"[F{n}]" for n in range(1, len(observed) + 1))
+            answer = f"[simulated] The tools said: {'; '.join(observed)}. Rests on {cited}."
         else:
-            found = f" The calculator says {observations[-1]}." if observations else ""
-            step = {"thought": "I have what I need.", "answer": f"[simulated]{found}"}
-        return self._json_response(request, json.dumps(step))
+            answer = f"[simulated] On “{question[:80]}”: no tool was needed."
+        return self._json_response(request, answer)
 
     def _strategy_choice(self, request: ChatRequest, question: str) -> ChatResponse:
         """A team for questions that join several parts (commas, 'and', 'compare')."""

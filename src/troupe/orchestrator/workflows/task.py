@@ -128,8 +128,7 @@ class TaskWorkflow:
             )
             if result.answer is not None:
                 return
-            assert result.turn is not None
-            turns = (*turns, result.turn)
+            turns = (*turns, *result.new_turns)
 
     async def _approved(self, task: TaskInput) -> None:
         """Wait for a human's yes when the task asks for one; a no or silence rejects."""
