@@ -176,6 +176,9 @@ class SandboxSettings(_Section):
     stderr_bytes: int = Field(default=65_536, ge=1)
     file_bytes: int = Field(default=1_048_576, ge=1)
     max_files: int = Field(default=20, ge=0)
+    # All of the scratch directory together, checked while the code runs: a run that
+    # writes more is stopped ("disk"), so no run can fill the host's disk.
+    scratch_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     max_code_chars: int = Field(default=20_000, ge=1)
     max_concurrent_runs: int = Field(default=2, ge=1)
     # A worker process serves this many runs (each on a fresh guest), then is replaced.

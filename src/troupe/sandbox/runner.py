@@ -107,6 +107,7 @@ class Sandbox:
         self._compiling = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._idle: list[_Worker] = []
+        self._spawning: set[asyncio.Task[None]] = set()
 
     async def warm(self) -> None:
         """Start the pool's workers now (else the first runs start them)."""
@@ -118,6 +119,9 @@ class Sandbox:
         return [w.process.pid for w in self._idle if w.alive]
 
     async def aclose(self) -> None:
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
         idle, self._idle = self._idle, []
         for worker in idle:
             await worker.kill()
@@ -139,14 +143,39 @@ class Sandbox:
         }
         async with self._slots:
             worker = await self._take()
-            outcome = await worker.run(job, s.timeout_s + _GRACE_S)
-            if outcome is None:
+            try:
+                outcome = await worker.run(job, s.timeout_s + _GRACE_S)
+            except SandboxFailure:
+                self._replace()
+                raise
+            if outcome is None:  # killed: it outlived the hard timeout
+                self._replace()
                 outcome = {"exit_code": -1, "killed": "hard_timeout", "wall_s": s.timeout_s}
             elif outcome.get("last"):
                 await worker.kill()  # it ends itself: a stuck guest, or its last run
+                self._replace()
             else:
                 self._idle.append(worker)
         return _result(outcome)
+
+    def _replace(self) -> None:
+        """Start a worker's successor now, in the background, so the pool keeps its
+        size and the successor's guest is warm before a job needs it."""
+        task = asyncio.create_task(self._spawn_idle(), name="sandbox-worker-spawn")
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn_idle(self) -> None:
+        try:
+            worker = await self._spawn()
+        except OSError:
+            # The next job spawns one itself, and fails there with the reason.
+            logger.exception("a sandbox worker could not be started")
+            return
+        if len(self._idle) >= self._settings.max_concurrent_runs:
+            await worker.kill()  # a job spawned one itself meanwhile: enough are waiting
+            return
+        self._idle.append(worker)
 
     async def compiled_module(self) -> Path:
         """The compiled python.wasm, compiling it once per deployment."""
@@ -158,13 +187,18 @@ class Sandbox:
         return self._module
 
     async def _take(self) -> _Worker:
-        # The worker idle longest: its next guest has had the most time to boot.
-        while self._idle:
-            worker = self._idle.pop(0)
-            if worker.alive:
-                return worker
-            await worker.kill()
-        return await self._spawn()
+        while True:
+            # The worker idle longest: its next guest has had the most time to boot.
+            while self._idle:
+                worker = self._idle.pop(0)
+                if worker.alive:
+                    return worker
+                await worker.kill()
+                self._replace()
+            if not self._spawning:
+                return await self._spawn()
+            # A successor is on its way: sooner than starting another.
+            await asyncio.wait(set(self._spawning), return_when=asyncio.FIRST_COMPLETED)
 
     async def _spawn(self) -> _Worker:
         s = self._settings
@@ -179,8 +213,11 @@ class Sandbox:
                 "stderr_bytes": s.stderr_bytes,
                 "file_bytes": s.file_bytes,
                 "max_files": s.max_files,
+                "scratch_bytes": s.scratch_bytes,
             },
         }
+        # A result line carries the capped outputs and the files handed back (base64).
+        line_limit = 2 * (s.stdout_bytes + s.stderr_bytes + s.max_files * s.file_bytes) + 2**20
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -190,6 +227,7 @@ class Sandbox:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             env={"PATH": os.defpath},  # nothing of the host's environment
+            limit=line_limit,
         )
         return _Worker(process)
 

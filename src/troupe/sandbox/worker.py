@@ -111,6 +111,7 @@ class WarmGuest:
         self.instance = linker.instantiate(self.store, loaded)
         self.exit_code: int | None = None
         self.killed: str | None = None
+        self.over_quota = False
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
 
@@ -145,6 +146,8 @@ class WarmGuest:
         # The wall-clock limit starts now, not while the guest idled.
         watchdog = threading.Timer(self.limits["timeout_s"], self.engine.increment_epoch)
         watchdog.start()
+        quota = threading.Thread(target=self._watch_scratch, daemon=True)
+        quota.start()
         view = memoryview(code)
         while view:
             view = view[os.write(self._feed, view) :]
@@ -155,7 +158,7 @@ class WarmGuest:
         if self.thread.is_alive():
             # Blocked in a host call (time.sleep): nothing can stop it in this process.
             return {"exit_code": -1, "killed": "hard_timeout", "wall_s": wall_s, "stuck": True}
-        killed = self.killed
+        killed = "disk" if self.over_quota else self.killed
         if killed is None and "MemoryError" in self.stderr.text:
             killed = "memory"
         files, refused = self._files_back(job)
@@ -173,12 +176,29 @@ class WarmGuest:
             "files_refused": refused,
         }
 
+    def _watch_scratch(self) -> None:
+        """Stop the guest once its scratch directory outgrows ``scratch_bytes`` (WASI has
+        no quota; checked every 10 ms, so a run may overshoot by what it writes in that
+        time, itself bounded by its memory)."""
+        limit = self.limits["scratch_bytes"]
+        while self.thread.is_alive():
+            used = sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(self.scratch))
+            if used > limit:
+                self.over_quota = True
+                self.engine.increment_epoch()
+                return
+            time.sleep(0.01)
+
     def _files_back(self, job: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         limits = self.limits
         inputs = job.get("files", {})
         files: dict[str, str] = {}
         refused: dict[str, str] = {}
         for path in sorted(self.scratch.iterdir()):
+            if path.is_symlink():
+                # Never followed: it would be resolved on the host, outside the sandbox.
+                refused[path.name] = "a symbolic link"
+                continue
             if not path.is_file():
                 continue
             content = path.read_bytes()

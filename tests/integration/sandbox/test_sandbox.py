@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,22 @@ def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "sandbox-cache"
 
 
+_OPEN: list[Sandbox] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_sandboxes() -> AsyncIterator[None]:
+    """Every pool a test made is closed after it: its workers, and a successor that may
+    still be starting in the background."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
 def _sandbox(cache: Path, **limits: object) -> Sandbox:
-    return Sandbox(SandboxSettings.model_validate(limits), cache)
+    sandbox = Sandbox(SandboxSettings.model_validate(limits), cache)
+    _OPEN.append(sandbox)
+    return sandbox
 
 
 async def test_code_runs_and_its_output_comes_back(module_cache: Path) -> None:
@@ -162,10 +177,15 @@ async def test_a_worker_serves_its_runs_then_is_replaced(module_cache: Path) -> 
         assert (await sandbox.run("print(1)")).ok
         assert sandbox.idle_workers() == [first]  # one more run to serve
         assert (await sandbox.run("print(2)")).ok
-        assert sandbox.idle_workers() == []  # its last run: it is gone
-        assert (await sandbox.run("print(3)")).stdout == "3\n"
+        # Its last run: it is gone, and its successor starts at once, in the background.
+        assert first not in sandbox.idle_workers()
+        async with asyncio.timeout(10):
+            while not sandbox.idle_workers():
+                await asyncio.sleep(0.01)
         (second,) = sandbox.idle_workers()
         assert second != first
+        assert (await sandbox.run("print(3)")).stdout == "3\n"
+        assert sandbox.idle_workers() == [second]
     finally:
         await sandbox.aclose()
 
