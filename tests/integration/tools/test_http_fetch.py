@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from troupe.config import HttpFetchSettings
 from troupe.orchestrator.devserver import free_port
+from troupe.tools import http_fetch
 from troupe.tools.base import ToolRegistry
 from troupe.tools.http_fetch import HttpFetch, HttpFetchArguments, address_class
 
@@ -32,6 +34,8 @@ class Pages(BaseHTTPRequestHandler):
             "/big": (200, "text/plain", b"x" * 5000, {}),
             "/hop": (302, "text/plain", b"", {"Location": "/text"}),
             "/loop": (302, "text/plain", b"", {"Location": "/loop"}),
+            "/to-metadata": (302, "text/plain", b"", {"Location": "http://metadata.test/latest"}),
+            "/to-intranet": (301, "text/plain", b"", {"Location": "https://wiki.intranet.test/"}),
         }
         status, kind, body, extra = routes.get(self.path, (404, "text/plain", b"nope", {}))
         self.send_response(status)
@@ -116,6 +120,67 @@ async def test_a_loopback_target_is_blocked_unless_allowed(site: str) -> None:
     assert Pages.hosts == []  # refused before any request reached the server
     for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "http:///nohost"):
         assert "only http" in await _refused(blocked, url)
+
+
+# What the stub resolver answers: names that must never be connected to.
+STUB_DNS = {
+    "metadata.test": ["169.254.169.254"],
+    "wiki.intranet.test": ["10.20.30.40"],
+    "router.test": ["192.168.0.1", "93.184.216.34"],  # one bad address is enough
+    "v6-local.test": ["fe80::1"],
+}
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A stub resolver for the names above, and a record of every request httpx sends:
+    any request to anything but loopback fails the test before a socket could open."""
+    real_resolve = http_fetch.resolve
+    sent: list[str] = []
+
+    async def resolve(host: str) -> list[str]:
+        return STUB_DNS[host] if host in STUB_DNS else await real_resolve(host)
+
+    real_send = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        sent.append(str(request.url))
+        assert request.url.host == "127.0.0.1", f"a request left loopback: {request.url}"
+        return await real_send(self, request, **kwargs)
+
+    monkeypatch.setattr(http_fetch, "resolve", resolve)
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "address"),
+    [
+        ("http://metadata.test/latest/meta-data/", "link_local", "169.254.169.254"),
+        ("https://wiki.intranet.test/", "private", "10.20.30.40"),
+        ("http://router.test/", "private", "192.168.0.1"),
+        ("http://v6-local.test/", "link_local", "fe80::1"),
+    ],
+)
+async def test_a_name_resolving_to_a_non_public_address_is_refused_before_any_request(
+    guarded: list[str], url: str, kind: str, address: str
+) -> None:
+    refusal = await _refused(_tool(allow_private_hosts=[]), url)
+    assert refusal.startswith(f"error: blocked: {url.split('/')[2]} resolves to a {kind}")
+    assert address in refusal
+    assert guarded == []  # nothing was sent, so no socket was opened
+
+
+@pytest.mark.parametrize(
+    ("path", "target"), [("/to-metadata", "metadata.test"), ("/to-intranet", "wiki.intranet.test")]
+)
+async def test_a_redirect_to_a_non_public_address_is_refused_before_following_it(
+    guarded: list[str], site: str, path: str, target: str
+) -> None:
+    # 127.0.0.1 is allowed here (the test server); the redirect's target is not.
+    refusal = await _refused(_tool(), f"{site}{path}")
+    assert refusal.startswith(f"error: blocked: {target} resolves to a ")
+    assert guarded == [f"{site}{path}"]  # only the loopback hop was ever sent
 
 
 async def test_the_policy_sees_the_targets_host_and_address_class(site: str) -> None:
