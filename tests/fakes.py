@@ -57,7 +57,8 @@ class Seen:
 
 
 class FakeProviderServer:
-    """Serves ``/v1/chat/completions`` (OpenAI) and ``/v1/messages`` (Anthropic).
+    """Serves ``/v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) and ``/v1/messages``
+    (Anthropic).
 
     Replies are taken from the script in order; the last one repeats.
     """
@@ -69,6 +70,7 @@ class FakeProviderServer:
         app = FastAPI()
         app.add_api_route("/v1/chat/completions", self._answer, methods=["POST"])
         app.add_api_route("/v1/messages", self._answer, methods=["POST"])
+        app.add_api_route("/v1/embeddings", self._answer, methods=["POST"])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

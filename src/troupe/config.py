@@ -402,6 +402,62 @@ class OrchestratorSettings(_Section):
     react_tools: tuple[str, ...] = ("calculator",)
 
 
+class EmbeddingSettings(_Section):
+    """How texts become vectors for the memory (docs/memory.md).
+
+    ``hashing``: offline, no download: words and their character trigrams hashed into
+    ``dimensions`` buckets (lexical similarity, no synonyms). ``openai``: the
+    embeddings endpoint of ``provider`` (an ``llm.providers`` entry of kind openai or
+    openai_compatible: its base URL and key). ``minilm``: all-MiniLM-L6-v2 on the CPU
+    (the ``local-embeddings`` extra; 384 dimensions).
+    """
+
+    kind: Literal["hashing", "openai", "minilm"] = "hashing"
+    provider: str | None = None
+    model: str = "text-embedding-3-small"
+    dimensions: int = Field(default=384, ge=8, le=8192)
+    batch_size: int = Field(default=64, ge=1, le=2048)
+
+    @model_validator(mode="after")
+    def _openai_names_its_provider(self) -> EmbeddingSettings:
+        if self.kind == "openai" and not self.provider:
+            raise ValueError("kind openai needs provider (an llm.providers entry)")
+        if self.kind == "minilm" and self.dimensions != 384:
+            raise ValueError("kind minilm gives 384 dimensions; set dimensions: 384")
+        return self
+
+
+class MemorySettings(_Section):
+    """Vector memory in Qdrant: session turns, task results, documents users save."""
+
+    enabled: bool = True
+    # null: Qdrant local mode on disk in data_dir/qdrant (one process); a URL: a server.
+    qdrant_url: str | None = None
+    qdrant_api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    collection_prefix: str = Field(default="troupe", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+    # Memories put into a session task's context, at most, and the least similarity.
+    recall_limit: int = Field(default=4, ge=0, le=50)
+    min_score: float = Field(default=0.2, ge=-1, le=1)
+    # Longest text stored per memory (a task's answer is cut to this).
+    max_chars: int = Field(default=4000, ge=100)
+
+
+class SessionSettings(_Section):
+    """A session is a conversation: each task sees the turns before it (docs/memory.md)."""
+
+    # Turns shown verbatim, at most; older ones are folded into the summary.
+    max_turns: int = Field(default=12, ge=1, le=200)
+    # Estimated tokens of verbatim history, at most, before the oldest turns are
+    # summarized by ``summary_tier``.
+    history_tokens: int = Field(default=2000, ge=100)
+    summary_tier: ModelTier = "small"
+    # Hot session state (Redis when redis.url is set, else in-process): lifetime and
+    # how many sessions the in-process cache keeps.
+    cache_ttl_s: float = Field(default=3600, gt=0)
+    cache_max_sessions: int = Field(default=10_000, ge=1)
+
+
 class WorkerSettings(_Section):
     max_concurrent_activities: int = Field(default=50, ge=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)
@@ -433,6 +489,8 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     llm: LLMSettings = LLMSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
+    memory: MemorySettings = MemorySettings()
+    sessions: SessionSettings = SessionSettings()
     worker: WorkerSettings = WorkerSettings()
 
     @classmethod

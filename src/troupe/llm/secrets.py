@@ -62,3 +62,9 @@ def _read_secrets_file(path: Path | None) -> dict[str, str]:
     ):
         raise ConfigError(f"llm.secrets_file {path}: must map provider names to keys (strings)")
     return data
+
+
+def env_secret(name: str | None, environ: Mapping[str, str] = os.environ) -> SecretStr | None:
+    """The secret in environment variable ``name`` (None: no name, or not set)."""
+    value = environ.get(name) if name else None
+    return SecretStr(value) if value else None

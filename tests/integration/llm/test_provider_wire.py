@@ -19,7 +19,7 @@ from troupe.llm.messages import (
     ToolSpec,
 )
 from troupe.llm.providers.anthropic import AnthropicProvider
-from troupe.llm.providers.openai import OpenAIProvider
+from troupe.llm.providers.openai import OpenAIEmbedder, OpenAIProvider
 
 pytestmark = pytest.mark.integration
 
@@ -369,3 +369,53 @@ async def test_a_stream_refused_up_front_maps_like_any_answer(server: FakeProvid
     failure = await _failure(_openai(server), on_text=Pieces())
     assert failure.code == "provider_rate_limited"
     assert failure.retry_after_s == 1.0
+
+
+async def test_openai_embeddings_come_back_in_input_order_at_the_asked_size(
+    server: FakeProviderServer,
+) -> None:
+    server.script(Reply("openai_embeddings"))
+    embedder = OpenAIEmbedder(
+        "openai-test",
+        api_key=KEY,
+        base_url=f"{server.base_url}/v1",
+        timeout_s=2,
+        model="text-embedding-3-small",
+        dimensions=4,
+        batch_size=2,
+    )
+    try:
+        vectors = await embedder.embed(["first", "second"])
+    finally:
+        await embedder.aclose()
+    # The server listed them out of order; index decides.
+    assert vectors == [[0.6, 0.0, 0.8, 0.0], [0.0, 1.0, 0.0, 0.0]]
+    (seen,) = server.seen
+    assert seen.path == "/v1/embeddings"
+    assert seen.body["input"] == ["first", "second"]
+    assert seen.body["dimensions"] == 4
+    assert seen.headers["authorization"] == f"Bearer {KEY.get_secret_value()}"
+
+
+async def test_embeddings_of_another_size_than_configured_are_refused(
+    server: FakeProviderServer,
+) -> None:
+    server.script(Reply("openai_embeddings"))
+    embedder = OpenAIEmbedder(
+        "local-vllm",
+        api_key=None,
+        base_url=f"{server.base_url}/v1",
+        timeout_s=2,
+        model="bge-small",
+        dimensions=384,
+        batch_size=8,
+        compatible=True,
+    )
+    try:
+        with pytest.raises(ProviderError, match=r"memory\.embeddings\.dimensions is 384") as caught:
+            await embedder.embed(["first", "second"])
+    finally:
+        await embedder.aclose()
+    assert not caught.value.retryable
+    # A compatible server is not sent OpenAI's dimensions parameter.
+    assert "dimensions" not in server.seen[0].body

@@ -178,3 +178,73 @@ def _tool_call(provider: str, call_id: str, name: str, arguments: str) -> ToolCa
             code="provider_bad_answer",
         )
     return ToolCall(id=call_id, name=name, arguments=parsed)
+
+
+class OpenAIEmbedder:
+    """Embeddings from OpenAI or an OpenAI-compatible server (``memory.embeddings``).
+
+    OpenAI's text-embedding-3 models shorten their vectors to ``dimensions`` when asked;
+    a compatible server is not asked (many reject the parameter) and must give that
+    size itself.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: SecretStr | None,
+        base_url: str | None,
+        timeout_s: float,
+        model: str,
+        dimensions: int,
+        batch_size: int,
+        compatible: bool = False,
+    ) -> None:
+        self._provider = name
+        self._secret = api_key
+        self._model = model
+        self._dimensions = dimensions
+        self._batch_size = batch_size
+        self._compatible = compatible
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key.get_secret_value() if api_key else "no-key",
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=2,
+            http_client=openai.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self._provider}:{self._model}"
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self._batch_size):
+            vectors += await self._batch(texts[start : start + self._batch_size])
+        return vectors
+
+    async def _batch(self, texts: list[str]) -> list[list[float]]:
+        extra: dict[str, Any] = {} if self._compatible else {"dimensions": self._dimensions}
+        with sdk_failures(self._provider, openai, self._secret):
+            answer = await self._client.embeddings.create(
+                model=self._model, input=texts, encoding_format="float", **extra
+            )
+        ordered = sorted(answer.data, key=lambda item: item.index)
+        vectors = [list(item.embedding) for item in ordered]
+        if len(vectors) != len(texts) or any(len(v) != self._dimensions for v in vectors):
+            sizes = sorted({len(v) for v in vectors})
+            raise ProviderError(
+                f"{self._provider} gave {len(vectors)} embeddings of {sizes} dimensions for "
+                f"{len(texts)} texts; memory.embeddings.dimensions is {self._dimensions}",
+                code="provider_rejected",
+                retryable=False,
+            )
+        return vectors
+
+    async def aclose(self) -> None:
+        await self._client.close()
