@@ -13,11 +13,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from troupe.agents.memory import MemoryKeeper
 from troupe.auth.authenticator import Authenticator
 from troupe.config import LLMSettings, ProviderSettings, Settings
 from troupe.errors import Unavailable
 from troupe.llm.base import LLMProvider
 from troupe.llm.cache import MemoryPromptCache, PromptCache, RedisPromptCache
+from troupe.llm.embeddings import build_embedder
 from troupe.llm.providers.simulation import SimulationProvider
 from troupe.llm.router import LLMRouter
 from troupe.llm.secrets import provider_keys
@@ -31,13 +33,16 @@ from troupe.policy.rego import RegoEngine
 from troupe.sandbox.runner import Sandbox
 from troupe.storage.audit import DecisionLog
 from troupe.storage.database import create_engine
-from troupe.storage.kv.base import EventFanout, RateLimiter
-from troupe.storage.kv.memory import MemoryEventFanout, MemoryRateLimiter
+from troupe.storage.kv.base import EventFanout, RateLimiter, SessionCache
+from troupe.storage.kv.memory import MemoryEventFanout, MemoryRateLimiter, MemorySessionCache
 from troupe.storage.repositories import SqlTaskStore
+from troupe.storage.sessions import SqlSessionStore
 from troupe.storage.tenancy import TenantDirectory
+from troupe.storage.vectors import VectorMemory
 from troupe.tools.base import ToolRegistry
 from troupe.tools.calculator import Calculator
 from troupe.tools.http_fetch import HttpFetch
+from troupe.tools.memory_search import MemorySearch
 from troupe.tools.python_exec import PythonExec
 
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ class Services:
     sandbox: Sandbox
     temporal: Client
     launcher: TaskLauncher
+    sessions: SqlSessionStore
+    keeper: MemoryKeeper
+    vectors: VectorMemory | None = None  # None: memory.enabled is false
     mcp: McpServers | None = None  # connected by a worker
 
     @classmethod
@@ -84,11 +92,17 @@ class Services:
         rate_limiter = build_rate_limiter(settings)
         router = build_router(settings)
         prompt_cache = build_prompt_cache(settings)
+        sessions = SqlSessionStore(
+            engine, build_session_cache(settings), max_turns=settings.sessions.max_turns
+        )
+        vectors = await open_vector_memory(settings)
+        keeper = MemoryKeeper(sessions, vectors)
         journal = TaskJournal(
             store,
             fanout,
             redis_ledger=build_redis_ledger(settings),
             alert_threshold=settings.budgets.alert_threshold,
+            on_completed=keeper.task_completed,
         )
         decisions = DecisionLog(engine)
         authorizer = Authorizer(
@@ -117,6 +131,9 @@ class Services:
             build_sandbox(settings),
             client,
             launcher,
+            sessions,
+            keeper,
+            vectors,
         )
 
     async def worker(self) -> Worker:
@@ -133,9 +150,11 @@ class Services:
             self.settings,
             router=self.router,
             journal=self.journal,
-            tools=build_tools(self.settings, self.sandbox, mcp_tools),
+            tools=build_tools(self.settings, self.sandbox, mcp_tools, self.vectors),
             cache=self.prompt_cache,
             authorizer=self.authorizer,
+            sessions=self.sessions,
+            vectors=self.vectors,
         )
 
     async def aclose(self) -> None:
@@ -150,6 +169,9 @@ class Services:
         await self.sandbox.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
+        if self.vectors is not None:
+            await self.vectors.aclose()
+        await self.sessions.aclose()
         await self.directory.aclose()
         await self.store.aclose()
 
@@ -162,17 +184,42 @@ def build_sandbox(settings: Settings) -> Sandbox:
 
 
 def build_tools(
-    settings: Settings, sandbox: Sandbox, mcp_tools: Iterable[McpTool] = ()
+    settings: Settings,
+    sandbox: Sandbox,
+    mcp_tools: Iterable[McpTool] = (),
+    vectors: VectorMemory | None = None,
 ) -> ToolRegistry:
-    """The built-in tools and those of the MCP servers (connected by the caller)."""
+    """The built-in tools (memory_search with a memory), and those of the MCP servers
+    (connected by the caller)."""
     tools = settings.tools
     registry = ToolRegistry(
         [Calculator(), PythonExec(sandbox), HttpFetch(tools.http_fetch)],
         max_result_chars=tools.max_result_chars,
         timeout_s=tools.timeout_s,
     )
+    if vectors is not None:
+        registry.extend([MemorySearch(vectors, min_score=settings.memory.min_score)])
     registry.extend(mcp_tools)
     return registry
+
+
+async def open_vector_memory(settings: Settings) -> VectorMemory | None:
+    """The vector memory (None when disabled): Qdrant local mode in the data dir, or
+    the server at ``memory.qdrant_url``."""
+    if not settings.memory.enabled:
+        return None
+    embedder = build_embedder(settings.memory, settings.llm)
+    return await VectorMemory.open(settings.memory, embedder, settings.data_dir)
+
+
+def build_session_cache(settings: Settings) -> SessionCache:
+    """Hot session state in Redis when configured (many processes), else in-process."""
+    ttl_s = settings.sessions.cache_ttl_s
+    if settings.redis.url is None:
+        return MemorySessionCache(ttl_s=ttl_s, max_entries=settings.sessions.cache_max_sessions)
+    from troupe.storage.kv.redis import RedisSessionCache
+
+    return RedisSessionCache(settings.redis.url, ttl_s=ttl_s)
 
 
 def build_fanout(settings: Settings) -> EventFanout:

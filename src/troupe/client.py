@@ -25,7 +25,11 @@ from troupe.domain import EventType
 from troupe.gateway.schemas import (
     BudgetsView,
     EventView,
+    MemorySearchView,
+    MemoryView,
     ProvidersView,
+    SessionPageView,
+    SessionView,
     TaskPageView,
     TaskView,
     UsageReportView,
@@ -90,6 +94,15 @@ def _list_params(
     for key, value in (("status", status), ("session_id", session_id), ("cursor", cursor)):
         if value is not None:
             params[key] = value
+    return params
+
+
+def _memory_params(query: str, concern: str | None, session_id: str | None) -> dict[str, str]:
+    params = {"query": query}
+    if concern is not None:
+        params["concern"] = concern
+    if session_id is not None:
+        params["session_id"] = session_id
     return params
 
 
@@ -226,6 +239,39 @@ class AsyncTroupeClient:
         response = await self._http.post(f"/api/v1/tasks/{task_id}/replay")
         _raise_for(response)
         return ReplayReport.model_validate_json(response.content)
+
+    async def get_session(self, session_id: str) -> SessionView:
+        """The session's summary of older turns and the finished turns after it."""
+        response = await self._http.get(f"/api/v1/sessions/{session_id}")
+        _raise_for(response)
+        return SessionView.model_validate_json(response.content)
+
+    async def list_sessions(self, *, limit: int = 20, cursor: str | None = None) -> SessionPageView:
+        params: dict[str, str | int] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await self._http.get("/api/v1/sessions", params=params)
+        _raise_for(response)
+        return SessionPageView.model_validate_json(response.content)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Forget the conversation (its tasks stay, detached)."""
+        _raise_for(await self._http.delete(f"/api/v1/sessions/{session_id}"))
+
+    async def save_document(self, text: str, *, title: str | None = None) -> MemoryView:
+        """Remember a document for the tenant's agents."""
+        response = await self._http.post("/api/v1/memories", json={"text": text, "title": title})
+        _raise_for(response)
+        return MemoryView.model_validate_json(response.content)
+
+    async def search_memory(
+        self, query: str, *, concern: str | None = None, session_id: str | None = None
+    ) -> MemorySearchView:
+        params = _memory_params(query, concern, session_id)
+        response = await self._http.get("/api/v1/memories", params=params)
+        _raise_for(response)
+        return MemorySearchView.model_validate_json(response.content)
+
+    async def delete_document(self, memory_id: str) -> None:
+        _raise_for(await self._http.delete(f"/api/v1/memories/documents/{memory_id}"))
 
     async def task_history(self, task_id: str) -> dict[str, Any]:
         """``{"workflow_id": ..., "history": <Temporal's history JSON>}``."""
@@ -389,6 +435,39 @@ class TroupeClient:
         response = self._http.post(f"/api/v1/tasks/{task_id}/replay")
         _raise_for(response)
         return ReplayReport.model_validate_json(response.content)
+
+    def get_session(self, session_id: str) -> SessionView:
+        """The session's summary of older turns and the finished turns after it."""
+        response = self._http.get(f"/api/v1/sessions/{session_id}")
+        _raise_for(response)
+        return SessionView.model_validate_json(response.content)
+
+    def list_sessions(self, *, limit: int = 20, cursor: str | None = None) -> SessionPageView:
+        params: dict[str, str | int] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = self._http.get("/api/v1/sessions", params=params)
+        _raise_for(response)
+        return SessionPageView.model_validate_json(response.content)
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget the conversation (its tasks stay, detached)."""
+        _raise_for(self._http.delete(f"/api/v1/sessions/{session_id}"))
+
+    def save_document(self, text: str, *, title: str | None = None) -> MemoryView:
+        """Remember a document for the tenant's agents."""
+        response = self._http.post("/api/v1/memories", json={"text": text, "title": title})
+        _raise_for(response)
+        return MemoryView.model_validate_json(response.content)
+
+    def search_memory(
+        self, query: str, *, concern: str | None = None, session_id: str | None = None
+    ) -> MemorySearchView:
+        params = _memory_params(query, concern, session_id)
+        response = self._http.get("/api/v1/memories", params=params)
+        _raise_for(response)
+        return MemorySearchView.model_validate_json(response.content)
+
+    def delete_document(self, memory_id: str) -> None:
+        _raise_for(self._http.delete(f"/api/v1/memories/documents/{memory_id}"))
 
     def task_history(self, task_id: str) -> dict[str, Any]:
         """``{"workflow_id": ..., "history": <Temporal's history JSON>}``."""

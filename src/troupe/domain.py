@@ -58,6 +58,7 @@ class EventType(enum.StrEnum):
     NODE_FAILED = "node.failed"
     NODE_SKIPPED = "node.skipped"
     REACT_STEP = "react.step"
+    CONTEXT_PREPARED = "context.prepared"
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_GRANTED = "approval.granted"
     COMPLETED = "task.completed"
@@ -170,6 +171,38 @@ class Task(BaseModel):
     plan: Plan | None = None
     cost_budget_micro_usd: int | None = None
     node_token_budget: int | None = None
+    # What its agents were told of its session and memory (None: not prepared yet).
+    context: str | None = None
+
+
+class SessionTurn(BaseModel):
+    """One finished exchange of a session: a task's question and its answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    question: str
+    answer: str
+    # The answer's message id: turns are ordered, and summaries cut, by it.
+    answer_id: int
+    answered_at: datetime
+
+
+class SessionState(BaseModel):
+    """A session as its next task sees it: the summary of older turns and the turns
+    after it (oldest first); the hot copy lives in the session cache."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_id: str
+    user_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    summary: str | None
+    summary_through: int
+    turns: tuple[SessionTurn, ...]
+    tasks: int
 
 
 class Actor(BaseModel):

@@ -67,6 +67,11 @@ async def running_platform(
                 "Temporal; use `troupe serve` for the embedded one"
             )
         devserver = devserver or TemporalDevServer.for_settings(settings)
+    if not all_in_one and settings.memory.enabled and settings.memory.qdrant_url is None:
+        raise ConfigError(
+            "memory.qdrant_url is not set: Qdrant local mode serves one process only; "
+            "`troupe api` and `troupe worker` need a Qdrant server (or memory.enabled: false)"
+        )
     try:
         if devserver is not None and not devserver.launched:
             devserver.launch()

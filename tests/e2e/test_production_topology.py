@@ -55,6 +55,8 @@ def topology(
         "TROUPE_LLM__SIMULATION__LATENCY_MS": "1500",
         "TROUPE_TASKS__HEARTBEAT_TIMEOUT_S": "1",
         "TROUPE_LOG__LEVEL": "WARNING",
+        # No Qdrant server here (none ships on pip); local mode is one process only.
+        "TROUPE_MEMORY__ENABLED": "false",
     }
     for command in (["db", "upgrade"], ["tenant", "create", "prod"]):
         done = _troupe(command, env)

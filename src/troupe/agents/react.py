@@ -28,7 +28,7 @@ from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import ReactStepResult, ReactTurn
 from troupe.policy.authorizer import Authorizer
 from troupe.storage.repositories import LLMCallRecord
-from troupe.tools.base import ToolOutput, ToolRegistry
+from troupe.tools.base import ToolCaller, ToolOutput, ToolRegistry
 
 AGENT_PROMPT = (
     "You solve the task step by step with the tools you are given. Call a tool for "
@@ -225,7 +225,8 @@ class ToolAgent:
                 "sandboxed": self._tools.sandboxed(call.name),
             }
             await self._authorizer.require("tool.invoke", ctx.actor, request, task_id=ctx.task_id)
-        return await self._tools.call(call.name, call.arguments)
+        caller = ToolCaller(tenant_id=ctx.tenant_id, task_id=ctx.task_id, session_id=ctx.session_id)
+        return await self._tools.call(call.name, call.arguments, caller)
 
 
 class ReactAgent:

@@ -8,7 +8,17 @@ import troupe
 from troupe.app import Services
 from troupe.gateway.errors import install_error_handlers
 from troupe.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware
-from troupe.gateway.routes import budgets, events, health, policy, providers, tasks, usage
+from troupe.gateway.routes import (
+    budgets,
+    events,
+    health,
+    memories,
+    policy,
+    providers,
+    sessions,
+    tasks,
+    usage,
+)
 
 DESCRIPTION = """
 Submit a task, follow its events live, read its result and what it cost.
@@ -24,6 +34,8 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(events.router)
+    app.include_router(sessions.router)
+    app.include_router(memories.router)
     app.include_router(providers.router)
     app.include_router(usage.router)
     app.include_router(budgets.router)

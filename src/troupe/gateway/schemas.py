@@ -14,11 +14,13 @@ from troupe.domain import (
     NodeRun,
     NodeStatus,
     Plan,
+    SessionState,
     Task,
     TaskEvent,
     TaskStatus,
     Usage,
 )
+from troupe.storage.vectors import Memory
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -215,6 +217,11 @@ class TaskView(BaseModel):
         description="The react agent's BeliefState after its last step: the facts its "
         "answer rests on (single-task reads only).",
     )
+    context: str | None = Field(
+        default=None,
+        description="What its agents were told before its question: the session's "
+        "conversation so far and recalled memories (session tasks, once prepared).",
+    )
 
     @classmethod
     def of(
@@ -249,6 +256,7 @@ class TaskView(BaseModel):
             nodes=[NodeView.of(n) for n in nodes],
             steps=list(steps),
             beliefs=next((s.beliefs for s in reversed(steps) if s.node_id is None), None),
+            context=task.context,
         )
 
 
@@ -399,3 +407,93 @@ class DecisionView(BaseModel):
 class DecisionPageView(BaseModel):
     items: list[DecisionView]
     next_cursor: str | None = Field(description="Pass back as `cursor` for older ones")
+
+
+class TurnView(BaseModel):
+    task_id: str
+    question: str
+    answer: str
+    answered_at: datetime
+
+
+class SessionView(BaseModel):
+    """A session (a conversation): its summary of older turns and the turns after it."""
+
+    id: str
+    user_id: str | None = Field(description="Who began it; null: shared within the tenant")
+    created_at: datetime
+    updated_at: datetime
+    tasks: int = Field(description="Tasks submitted in it")
+    summary: str | None = Field(description="The small tier's summary of older turns")
+    turns: list[TurnView] = Field(
+        default_factory=list,
+        description="Finished turns after the summary, oldest first (single reads only)",
+    )
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, state: SessionState) -> SessionView:
+        return cls(
+            id=state.id,
+            user_id=state.user_id,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            tasks=state.tasks,
+            summary=state.summary,
+            turns=[
+                TurnView(
+                    task_id=t.task_id,
+                    question=t.question,
+                    answer=t.answer,
+                    answered_at=t.answered_at,
+                )
+                for t in state.turns
+            ],
+            links={
+                "self": f"/api/v1/sessions/{state.id}",
+                "tasks": f"/api/v1/tasks?session_id={state.id}",
+            },
+        )
+
+
+class SessionPageView(BaseModel):
+    items: list[SessionView]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page.")
+
+
+class DocumentCreate(BaseModel):
+    """A text to remember for the tenant: agents find it with memory_search and in
+    their context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20_000)
+    title: str | None = Field(default=None, max_length=200)
+
+
+class MemoryView(BaseModel):
+    id: str
+    concern: Literal["session", "tasks", "documents"]
+    text: str
+    title: str | None
+    session_id: str | None
+    task_id: str | None
+    created_at: datetime
+    score: float | None = Field(default=None, description="Similarity to the query (searches)")
+
+    @classmethod
+    def of(cls, memory: Memory, score: float | None = None) -> MemoryView:
+        return cls(
+            id=memory.id,
+            concern=memory.concern.value,
+            text=memory.text,
+            title=memory.title,
+            session_id=memory.session_id,
+            task_id=memory.task_id,
+            created_at=memory.created_at,
+            score=score,
+        )
+
+
+class MemorySearchView(BaseModel):
+    items: list[MemoryView]

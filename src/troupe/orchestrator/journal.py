@@ -7,6 +7,7 @@ storage accepted, so a re-delivered write is neither re-announced nor re-counted
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,9 @@ class TaskJournal:
         *,
         redis_ledger: RedisBudgetLedger | None = None,
         alert_threshold: float = 0.8,
+        on_completed: Callable[[Task], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_completed = on_completed
         self._store = store
         self._fanout = fanout
         self._redis_ledger = redis_ledger
@@ -88,6 +91,10 @@ class TaskJournal:
         counter = day_counter(tenant_id, day)
         found = (await self._redis_ledger.counters([counter])).get(counter)
         return day_status_of(day, found, limits, self._threshold)
+
+    async def fix_context(self, tenant_id: str, task_id: str, context: str) -> str:
+        """Fix the task's context once; the text every agent of the task then sees."""
+        return await self._store.set_context(tenant_id, task_id, context)
 
     async def task(self, tenant_id: str, task_id: str) -> Task:
         return await self._store.get_task(tenant_id, task_id)
@@ -218,6 +225,16 @@ class TaskJournal:
             extra={"task_id": task_id, "tenant_id": tenant_id},
         )
         await self._fanout.publish(task_id)
+        if status is TaskStatus.COMPLETED and self._on_completed is not None:
+            try:
+                await self._on_completed(task)
+            except Exception:
+                # The task is done and recorded; memory is derived from that record and
+                # must not undo it. The loss is logged, with the task to re-remember.
+                logger.exception(
+                    "remembering a completed task failed",
+                    extra={"task_id": task_id, "tenant_id": tenant_id},
+                )
 
     async def _counted(self, tenant_id: str, call: LLMCallRecord) -> None:
         """Count a stored call, and show how much of its tenant's day is used."""

@@ -10,6 +10,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import troupe
+from troupe.agents.memory import TaskContexts
 from troupe.agents.metering import MeteredLLM
 from troupe.agents.react import ReactAgent, ToolAgent
 from troupe.agents.runtime import AgentRuntime
@@ -22,6 +23,8 @@ from troupe.orchestrator.judge import StrategyJudge
 from troupe.orchestrator.planner import Planner
 from troupe.orchestrator.workflows.task import TaskWorkflow
 from troupe.policy.authorizer import Authorizer
+from troupe.storage.sessions import SqlSessionStore
+from troupe.storage.vectors import VectorMemory
 from troupe.tools.base import ToolRegistry
 
 
@@ -34,8 +37,11 @@ def build_worker(
     tools: ToolRegistry,
     cache: PromptCache | None = None,
     authorizer: Authorizer | None = None,
+    sessions: SqlSessionStore | None = None,
+    vectors: VectorMemory | None = None,
 ) -> Worker:
-    """A worker polling the task queue, with activities bound to their services."""
+    """A worker polling the task queue, with activities bound to their services.
+    Without ``sessions``, tasks get no session context."""
     llm = MeteredLLM(
         router,
         settings.llm,
@@ -54,6 +60,16 @@ def build_worker(
         StrategyJudge(llm, journal, settings.orchestrator),
         journal,
         heartbeat_s=settings.tasks.heartbeat_timeout_s / 3,
+        contexts=TaskContexts(
+            sessions=sessions,
+            vectors=vectors,
+            llm=llm,
+            journal=journal,
+            session_settings=settings.sessions,
+            memory_settings=settings.memory,
+        )
+        if sessions is not None
+        else None,
     )
     return Worker(
         client,

@@ -55,6 +55,7 @@ from troupe.storage.tables import (
     UtcDateTime,
     agent_steps,
     events,
+    messages,
     sessions,
     task_nodes,
     tasks,
@@ -228,6 +229,22 @@ class SqlTaskStore:
         )
         rows = await self._tx.read(lambda conn: conn.execute(query).all())
         return SessionOwner(user_id=rows[0].user_id) if rows else None
+
+    async def set_context(self, tenant_id: str, task_id: str, context: str) -> str:
+        """Fix what the task's agents are told of its session and memory, once: the
+        first writer wins, and every later caller gets the first one's text."""
+
+        def fix(conn: Connection) -> str:
+            conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == task_id, tasks.c.tenant_id == tenant_id, tasks.c.context.is_(None)
+                )
+                .values(context=context)
+            )
+            return str(_task_row(conn, tenant_id, task_id).context)
+
+        return await self._tx.write(fix)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -629,9 +646,32 @@ def _create_task(
         "created_at": now,
     }
     conn.execute(insert(tasks), values)
+    if new.session_id is not None:
+        _add_message(conn, new.tenant_id, new.session_id, new.id, "user", new.query, now)
     data = {"strategy": new.strategy.value, "token_budget": new.token_budget}
     _append(conn, new.tenant_id, new.id, [(EventType.SUBMITTED, data)])
     return _task(_task_row(conn, new.tenant_id, new.id))
+
+
+def _add_message(
+    conn: Connection,
+    tenant_id: str,
+    session_id: str,
+    task_id: str,
+    role: str,
+    content: str,
+    now: datetime,
+) -> None:
+    conn.execute(
+        insert(messages).values(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            task_id=task_id,
+            role=role,
+            content=content,
+            created_at=now,
+        )
+    )
 
 
 def _touch_session(
@@ -890,6 +930,10 @@ def _finish(
     if status is not TaskStatus.COMPLETED:
         # Nodes still pending or running when the task ends early will never finish.
         conn.execute(_CANCEL_OPEN_NODES, {**key, "p_now": now})
+    elif row.session_id is not None:
+        # The answer joins the conversation: the session's next tasks see this turn.
+        _add_message(conn, tenant_id, row.session_id, task_id, "assistant", result or "", now)
+        conn.execute(update(sessions).where(sessions.c.id == row.session_id).values(updated_at=now))
     pending.append((TERMINAL_EVENT_FOR_STATUS[status], data))
     _append(conn, tenant_id, task_id, pending)
     return Finish(task=_task(_task_row(conn, tenant_id, task_id)), call_stored=call_stored)
@@ -1226,6 +1270,7 @@ def _task(row: Row[Any]) -> Task:
         plan=Plan.model_validate(row.plan) if row.plan is not None else None,
         cost_budget_micro_usd=row.cost_budget_micro_usd,
         node_token_budget=row.node_token_budget,
+        context=row.context,
     )
 
 

@@ -113,7 +113,11 @@ class ApiKeyRow(Base):
 
 
 class SessionRow(Base):
+    """A conversation: its tasks see the turns before them (``messages``), the older
+    ones folded into ``summary``."""
+
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_tenant_id_updated_at", "tenant_id", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -121,6 +125,30 @@ class SessionRow(Base):
     user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The small tier's summary of the turns up to message ``summary_through`` (an id).
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary_through: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class MessageRow(Base):
+    """One message of a session: a task's question (user) or its answer (assistant)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_tenant_id_session_id_id", "tenant_id", "session_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sessions.id", ondelete="CASCADE")
+    )
+    task_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class TaskRow(Base):
@@ -163,6 +191,8 @@ class TaskRow(Base):
     api_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # The validated plan (dag strategy), as the planner wrote it.
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What its agents were told of its session and memory, fixed at its first step.
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TaskNodeRow(Base):
@@ -263,6 +293,7 @@ class PolicyDecisionRow(Base):
 
 class TokenUsageRow(Base):
     __tablename__ = "token_usage"
+    __table_args__ = (Index("ix_token_usage_tenant_id_created_at", "tenant_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     # One row per provider call attempt; the key makes a re-delivered write a no-op.
@@ -314,6 +345,7 @@ tenants = cast(Table, TenantRow.__table__)
 users = cast(Table, UserRow.__table__)
 api_keys = cast(Table, ApiKeyRow.__table__)
 sessions = cast(Table, SessionRow.__table__)
+messages = cast(Table, MessageRow.__table__)
 tasks = cast(Table, TaskRow.__table__)
 task_nodes = cast(Table, TaskNodeRow.__table__)
 events = cast(Table, EventRow.__table__)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,6 +17,15 @@ class ToolError(InvalidInput):
     """A tool refused its arguments or failed; the agent sees the message and can retry."""
 
     code = "tool_error"
+
+
+@dataclass(frozen=True)
+class ToolCaller:
+    """Whose agent calls: tools that keep tenant data (memory) answer within it only."""
+
+    tenant_id: str
+    task_id: str
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,13 @@ class Tool(Protocol):
     def parse(self, arguments: dict[str, Any]) -> Any: ...
 
     async def run(self, arguments: Any) -> ToolOutput: ...
+
+
+class CallerTool(Tool, Protocol):
+    """A tool that keeps tenant data (``needs_caller = True``): the registry runs it for
+    the calling task's tenant."""
+
+    async def run_for(self, arguments: Any, caller: ToolCaller) -> ToolOutput: ...
 
 
 class TypedTool:
@@ -144,8 +160,12 @@ class ToolRegistry:
             for name in chosen
         ]
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutput:
-        """Run one call within the time limit; the text is cut to the size limit."""
+    async def call(
+        self, name: str, arguments: dict[str, Any], caller: ToolCaller | None = None
+    ) -> ToolOutput:
+        """Run one call within the time limit; the text is cut to the size limit. Tools
+        that keep tenant data (``needs_caller``) are run for ``caller`` and refuse
+        without one."""
         started = time.perf_counter()
         tool = self._tools.get(name)
         try:
@@ -153,7 +173,12 @@ class ToolRegistry:
                 raise ToolError(f"no tool named {name!r}")
             parsed = tool.parse(arguments)
             async with asyncio.timeout(self._timeout_s):
-                output = await tool.run(parsed)
+                if getattr(tool, "needs_caller", False):
+                    if caller is None:
+                        raise ToolError(f"{name} answers only within a task")
+                    output = await cast(CallerTool, tool).run_for(parsed, caller)
+                else:
+                    output = await tool.run(parsed)
         except InvalidInput as exc:
             output = ToolOutput(text=f"error: {exc.message}", ok=False, confidence=0)
         except TimeoutError:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 
 TABLES = {
     "tenants",
+    "messages",
     "users",
     "api_keys",
     "budget_reservations",

@@ -63,6 +63,16 @@ def scripted_calls(text: str) -> list[tuple[str, dict[str, Any]]]:
     return calls
 
 
+def _in_conversation(prompt: str) -> tuple[str, str | None]:
+    """A session task's question, and the last answer of the conversation before it
+    (``agents/memory.py`` renders both; None when the prompt has no conversation)."""
+    context, marker, question = prompt.rpartition("## The task\n")
+    if not marker:
+        return prompt, None
+    answers = [line for line in context.splitlines() if line.startswith("Assistant: ")]
+    return question, answers[-1].removeprefix("Assistant: ") if answers else None
+
+
 class SimulationProvider:
     """Deterministic stand-in for a real LLM; announced loudly when it is the default."""
 
@@ -100,7 +110,10 @@ class SimulationProvider:
         length = 12 + digest[0] % 24
         words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[1 : 1 + length]]
         body = " ".join(words)
+        question, earlier = _in_conversation(question)
         content = f"[simulated {request.model}] On “{question[:80]}”: {body}."
+        if earlier:  # a session task: show that the turn before reached the model
+            content += f" Earlier you were told: «{earlier[:60]}»."
         completion_tokens = min(len(content.split()) + 8, request.max_tokens)
         finish = "length" if completion_tokens == request.max_tokens else "stop"
         if finish == "length":

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from troupe.agents.memory import TaskContexts
 from troupe.agents.metering import CallContext
 from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
@@ -43,7 +44,9 @@ class TaskActivities:
         journal: TaskJournal,
         *,
         heartbeat_s: float,
+        contexts: TaskContexts | None = None,
     ) -> None:
+        self._contexts = contexts
         self._runtime = runtime
         self._react = react
         self._judge = judge
@@ -54,8 +57,10 @@ class TaskActivities:
     @activity.defn(name="run_simple_agent")
     async def run_simple_agent(self, task: TaskInput) -> str:
         """Answer the task with one agent; records start, usage and result itself."""
+        ctx = _context(task)
         async with self._guarded():
-            return await self._runtime.answer(_context(task), task.query, attempt=_attempt())
+            query = await self._prompt(ctx, task.query)
+            return await self._runtime.answer(ctx, query, attempt=_attempt())
 
     @activity.defn(name="judge_strategy")
     async def judge_strategy(self, task: TaskInput) -> Strategy:
@@ -68,33 +73,36 @@ class TaskActivities:
     @activity.defn(name="plan_task")
     async def plan_task(self, task: TaskInput) -> PlanResult:
         """Ask the planner for a DAG; records the plan, or the fallback and its reason."""
+        ctx = _context(task)
         async with self._guarded():
-            return await self._planner.plan(_context(task), task.query, attempt=_attempt())
+            query = await self._prompt(ctx, task.query)
+            return await self._planner.plan(ctx, query, attempt=_attempt())
 
     @activity.defn(name="run_node")
     async def run_node(self, job: NodeTask) -> str:
         """One node's agent; records its start, usage and output itself."""
         ctx = _context(job.task, node_id=job.node.id)
         async with self._guarded():
+            query = await self._prompt(ctx, job.task.query)
             return await self._runtime.run_node(
-                ctx, job.task.query, job.node, job.inputs, attempt=_attempt()
+                ctx, query, job.node, job.inputs, attempt=_attempt()
             )
 
     @activity.defn(name="synthesize")
     async def synthesize(self, job: SynthesisTask) -> str:
         """Fan the nodes' outputs in; completes the task with the answer."""
+        ctx = _context(job.task)
         async with self._guarded():
-            return await self._runtime.synthesize(
-                _context(job.task), job.task.query, job.how, job.outputs, job.gaps
-            )
+            query = await self._prompt(ctx, job.task.query)
+            return await self._runtime.synthesize(ctx, query, job.how, job.outputs, job.gaps)
 
     @activity.defn(name="react_step")
     async def react_step(self, job: ReactStepTask) -> ReactStepResult:
         """One reason → act → observe step; the answering step completes the task."""
+        ctx = _context(job.task)
         async with self._guarded():
-            return await self._react.step(
-                _context(job.task), job.task.query, job.turns, attempt=_attempt(), last=job.last
-            )
+            query = await self._prompt(ctx, job.task.query)
+            return await self._react.step(ctx, query, job.turns, attempt=_attempt(), last=job.last)
 
     @activity.defn(name="record_nodes_ended")
     async def record_nodes_ended(self, ended: NodesEnded) -> None:
@@ -129,6 +137,12 @@ class TaskActivities:
         await self._journal.finished(
             finish.tenant_id, finish.task_id, finish.status, error=finish.error
         )
+
+    async def _prompt(self, ctx: CallContext, query: str) -> str:
+        """The question as agents see it: after the session's context, if any."""
+        if self._contexts is None:
+            return query
+        return await self._contexts.prompt_for(ctx, query)
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:

@@ -34,3 +34,19 @@ class EventFanout(Protocol):
         """Raise when the fan-out cannot deliver (its server is unreachable)."""
 
     async def aclose(self) -> None: ...
+
+
+class SessionCache(Protocol):
+    """Hot copies of session state, each guarded by a generation: a writer that read
+    the record before a change cannot put its stale copy back after it."""
+
+    async def get(self, key: str) -> tuple[bytes | None, int]:
+        """The cached value (None: not cached) and the key's current generation."""
+
+    async def put(self, key: str, value: bytes, *, generation: int) -> bool:
+        """Cache ``value`` unless the key changed since ``generation`` was read."""
+
+    async def drop(self, key: str) -> None:
+        """The record changed: forget the value and start a new generation."""
+
+    async def aclose(self) -> None: ...

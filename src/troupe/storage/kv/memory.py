@@ -1,10 +1,11 @@
-"""In-process event fan-out and rate limits for the embedded single-process platform."""
+"""In-process event fan-out, rate limits and session cache for the embedded
+single-process platform."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -72,3 +73,46 @@ class MemoryRateLimiter:
 
     async def aclose(self) -> None:
         self._buckets.clear()
+
+
+class MemorySessionCache:
+    """Session state in this process, least recently used first out, with a lifetime."""
+
+    def __init__(
+        self, *, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # → (value, until)
+        self._generations: dict[str, int] = {}
+
+    async def get(self, key: str) -> tuple[bytes | None, int]:
+        generation = self._generations.get(key, 0)
+        held = self._values.get(key)
+        if held is None:
+            return None, generation
+        value, until = held
+        if until <= self._clock():
+            del self._values[key]
+            return None, generation
+        self._values.move_to_end(key)
+        return value, generation
+
+    async def put(self, key: str, value: bytes, *, generation: int) -> bool:
+        if self._generations.get(key, 0) != generation:
+            return False
+        self._values[key] = (value, self._clock() + self._ttl_s)
+        self._values.move_to_end(key)
+        while len(self._values) > self._max_entries:
+            evicted, _ = self._values.popitem(last=False)
+            self._generations.pop(evicted, None)
+        return True
+
+    async def drop(self, key: str) -> None:
+        self._values.pop(key, None)
+        self._generations[key] = self._generations.get(key, 0) + 1
+
+    async def aclose(self) -> None:
+        self._values.clear()
+        self._generations.clear()

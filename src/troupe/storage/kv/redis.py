@@ -1,5 +1,5 @@
-"""Event fan-out over Redis pub/sub and rate limits in Redis, for API and worker processes
-on many machines."""
+"""Event fan-out over Redis pub/sub, rate limits and session state in Redis, for API and
+worker processes on many machines."""
 
 from __future__ import annotations
 
@@ -84,6 +84,56 @@ class RedisRateLimiter:
         # The client's clock: API processes on one deployment keep it close enough.
         wait = await self._take(keys=[self._prefix + key], args=[rate, burst, time.time()])
         return float(wait)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+# KEYS[1] value, KEYS[2] generation; ARGV: value, generation read, ttl ms.
+_PUT_IF_GENERATION = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS[1] value, KEYS[2] generation; ARGV: generation lifetime ms.
+_DROP = """
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class RedisSessionCache:
+    """Session state in Redis, shared by every API and worker process.
+
+    A generation outlives the values it guards (twice their lifetime), so a stale
+    copy read before a change can never be put back after it.
+    """
+
+    def __init__(self, url: str, *, ttl_s: float, namespace: str = "troupe") -> None:
+        self._redis: Redis = Redis.from_url(url)
+        self._prefix = f"{namespace}:session:"
+        self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._put = self._redis.register_script(_PUT_IF_GENERATION)
+        self._drop = self._redis.register_script(_DROP)
+
+    def _keys(self, key: str) -> list[str]:
+        return [f"{self._prefix}{key}", f"{self._prefix}{key}:generation"]
+
+    async def get(self, key: str) -> tuple[bytes | None, int]:
+        value, generation = await self._redis.mget(self._keys(key))
+        if isinstance(value, str):  # only with decode_responses, which this client is not
+            value = value.encode()
+        return value, int(generation or 0)
+
+    async def put(self, key: str, value: bytes, *, generation: int) -> bool:
+        stored = await self._put(keys=self._keys(key), args=[value, generation, self._ttl_ms])
+        return bool(stored)
+
+    async def drop(self, key: str) -> None:
+        await self._drop(keys=self._keys(key), args=[self._ttl_ms * 2])
 
     async def aclose(self) -> None:
         await self._redis.aclose()
