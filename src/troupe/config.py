@@ -42,6 +42,9 @@ class DatabaseSettings(_Section):
     url: str | None = None
     pool_size: int = Field(default=10, ge=1, le=200)
     echo: bool = False
+    # Where pg_dump and pg_restore are (troupe backup/restore on PostgreSQL); None: the
+    # ones pgserver ships, if installed, else PATH. They must not be older than the server.
+    pg_bin_dir: Path | None = None
 
     @model_validator(mode="after")
     def _known_driver(self) -> DatabaseSettings:

@@ -317,6 +317,48 @@ def providers(
         out.print(providers_table(answer))
 
 
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="Archive to write (.tar.gz)")],
+    config: ConfigOption = None,
+) -> None:
+    """Write the database, the vector memory and a manifest to one archive.
+
+    With Qdrant local mode (the embedded default) stop `troupe serve` first: its
+    memory directory serves one process at a time."""
+    from troupe.storage.backup import backup as write_backup
+
+    settings = _settings(config)
+    manifest = _run_value(lambda: write_backup(settings, path))
+    rows = sum(manifest.rows.values())
+    points = sum(manifest.points.values())
+    Console().print(
+        f"wrote {path}: {rows} rows ({manifest.dialect}, migration {manifest.schema_head}), "
+        f"{points} memory points",
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="Archive made by troupe backup")],
+    config: ConfigOption = None,
+) -> None:
+    """Restore an archive into an empty deployment (refused, with nothing changed, when
+    the archive is corrupted or does not fit)."""
+    from troupe.storage.backup import restore as read_backup
+
+    settings = _settings(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    restored = _run_value(lambda: read_backup(settings, path))
+    manifest = restored.manifest
+    Console().print(
+        f"restored {path}: {sum(manifest.rows.values())} rows, "
+        f"{sum(manifest.points.values())} memory points; schema at {restored.schema_head}",
+        highlight=False,
+    )
+
+
 @policy_app.command("test")
 def policy_test(
     directory: Annotated[

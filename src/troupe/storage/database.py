@@ -181,6 +181,14 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every revision of the migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return {script.revision for script in scripts.walk_revisions()}
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at; None when it was never migrated."""
     try:
