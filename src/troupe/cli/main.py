@@ -406,6 +406,14 @@ def db_upgrade(
     _run(lambda: _migrate(settings, revision, up=True))
 
 
+@db_app.command("diagram")
+def db_diagram() -> None:
+    """Print the data model as a Mermaid ER diagram (docs/data-model.md holds it)."""
+    from troupe.storage.diagram import mermaid
+
+    typer.echo(mermaid(), nl=False)
+
+
 @db_app.command("downgrade")
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; base drops everything")],

@@ -164,6 +164,10 @@ def _state(conn: Connection, tenant_id: str, session_id: str, window: int) -> Se
         )
         for r in conn.execute(answers)
     ]
+    return _session_state(row, tuple(reversed(turns)), _task_count(conn, tenant_id, session_id))
+
+
+def _session_state(row: Any, turns: tuple[SessionTurn, ...], tasks: int) -> SessionState:
     return SessionState(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -172,8 +176,8 @@ def _state(conn: Connection, tenant_id: str, session_id: str, window: int) -> Se
         updated_at=row.updated_at,
         summary=row.summary,
         summary_through=row.summary_through,
-        turns=tuple(reversed(turns)),
-        tasks=_task_count(conn, tenant_id, session_id),
+        turns=turns,
+        tasks=tasks,
     )
 
 
@@ -207,20 +211,7 @@ def _list(
     rows = list(conn.execute(query))
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [
-        SessionState(
-            id=r.id,
-            tenant_id=r.tenant_id,
-            user_id=r.user_id,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            summary=r.summary,
-            summary_through=r.summary_through,
-            turns=(),
-            tasks=r.tasks,
-        )
-        for r in rows
-    ]
+    items = [_session_state(r, (), r.tasks) for r in rows]
     cursor = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}" if more else None
     return SessionPage(items=items, next_cursor=cursor)
 

@@ -48,14 +48,7 @@ class OpenAIProvider:
         self.name = name
         self._secret = api_key
         self._compatible = compatible
-        self._client = openai.AsyncOpenAI(
-            # The SDK insists on a key; a keyless local server ignores this one.
-            api_key=api_key.get_secret_value() if api_key else "no-key",
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
-        )
+        self._client = _sdk_client(api_key, base_url, timeout_s, max_retries=0)
 
     async def complete(
         self, request: ChatRequest, *, on_text: TextSink | None = None
@@ -148,6 +141,19 @@ class OpenAIProvider:
         await self._client.close()
 
 
+def _sdk_client(
+    api_key: SecretStr | None, base_url: str | None, timeout_s: float, *, max_retries: int
+) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        # The SDK insists on a key; a keyless local server ignores this one.
+        api_key=api_key.get_secret_value() if api_key else "no-key",
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=max_retries,
+        http_client=openai.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
+    )
+
+
 def _message(message: ChatMessage) -> dict[str, Any]:
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
@@ -206,13 +212,8 @@ class OpenAIEmbedder:
         self._dimensions = dimensions
         self._batch_size = batch_size
         self._compatible = compatible
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key.get_secret_value() if api_key else "no-key",
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=2,
-            http_client=openai.DefaultAsyncHttpxClient(trust_env=trust_env_proxies(base_url)),
-        )
+        # No router in front of embeddings: the SDK retries transient failures itself.
+        self._client = _sdk_client(api_key, base_url, timeout_s, max_retries=2)
 
     @property
     def name(self) -> str:
