@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -112,6 +112,7 @@ class Services:
             temporal_address,
             namespace=settings.temporal.namespace,
             timeout_s=settings.temporal.connect_timeout_s,
+            traced=settings.tracing.enabled,
         )
         launcher = TaskLauncher(
             client=client, store=store, journal=journal, fanout=fanout, settings=settings
@@ -311,14 +312,25 @@ def _provider(
     )
 
 
-async def connect_temporal(address: str, *, namespace: str, timeout_s: float) -> Client:
-    """Connect, retrying while the server starts; Unavailable after ``timeout_s``."""
+async def connect_temporal(
+    address: str, *, namespace: str, timeout_s: float, traced: bool = False
+) -> Client:
+    """Connect, retrying while the server starts; Unavailable after ``timeout_s``.
+    ``traced``: carry the OpenTelemetry context into workflows and activities."""
+    interceptors: list[Interceptor] = []
+    if traced:
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+
+        interceptors.append(TracingInterceptor())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         try:
             return await Client.connect(
-                address, namespace=namespace, data_converter=pydantic_data_converter
+                address,
+                namespace=namespace,
+                data_converter=pydantic_data_converter,
+                interceptors=interceptors,
             )
         except RuntimeError as exc:
             if loop.time() >= deadline:

@@ -36,6 +36,24 @@ class ServerSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    # Also write to this file, rotated at max_bytes with backup_count old files kept.
+    file: Path | None = None
+    max_bytes: int = Field(default=50 * 1_048_576, ge=1024)
+    backup_count: int = Field(default=5, ge=0, le=1000)
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry traces: one per task, from the HTTP request through every activity,
+    LLM call, tool call and sandbox run (docs/observability.md)."""
+
+    enabled: bool = False
+    # otlp: OTLP over HTTP to otlp_endpoint (Jaeger, Tempo, any collector); console:
+    # spans printed to stderr (development).
+    exporter: Literal["otlp", "console"] = "otlp"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "troupe"
+    # Share of traces kept (parent-based: a task's spans are all kept or all dropped).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class DatabaseSettings(_Section):
@@ -479,6 +497,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".troupe")
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
     database: DatabaseSettings = DatabaseSettings()
     temporal: TemporalSettings = TemporalSettings()
     redis: RedisSettings = RedisSettings()

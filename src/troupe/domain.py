@@ -173,6 +173,7 @@ class Task(BaseModel):
     node_token_budget: int | None = None
     # What its agents were told of its session and memory (None: not prepared yet).
     context: str | None = None
+    trace_id: str | None = None  # its OpenTelemetry trace, when tracing is on
 
 
 class SessionTurn(BaseModel):

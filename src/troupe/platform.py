@@ -15,14 +15,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from temporalio.worker import Worker
 
+import troupe
 from troupe.app import Services
 from troupe.auth.dev import ensure_dev_key
 from troupe.config import Settings
 from troupe.errors import ConfigError
 from troupe.gateway.app import create_app
+from troupe.observability import metrics
+from troupe.observability.tracing import configure_tracing
 from troupe.orchestrator.devserver import TemporalDevServer
 from troupe.storage import database
 
@@ -60,6 +65,12 @@ async def running_platform(
     while this module imports); the platform owns it from here on and stops it.
     """
     all_in_one = api and worker
+    metrics.BUILD.info(
+        {
+            "version": troupe.__version__,
+            "role": "serve" if all_in_one else "api" if api else "worker",
+        }
+    )
     if settings.embedded:
         if not all_in_one:
             raise ConfigError(
@@ -72,6 +83,7 @@ async def running_platform(
             "memory.qdrant_url is not set: Qdrant local mode serves one process only; "
             "`troupe api` and `troupe worker` need a Qdrant server (or memory.enabled: false)"
         )
+    tracing = _tracing(settings)
     try:
         if devserver is not None and not devserver.launched:
             devserver.launch()
@@ -94,6 +106,15 @@ async def running_platform(
     finally:
         if devserver is not None:
             await asyncio.to_thread(devserver.stop)
+        if tracing is not None:
+            tracing.shutdown()  # sends the spans still buffered
+
+
+def _tracing(settings: Settings) -> TracerProvider | None:
+    """This process's tracer provider, when tracing is on and none is installed yet."""
+    if not settings.tracing.enabled or isinstance(trace.get_tracer_provider(), TracerProvider):
+        return None
+    return configure_tracing(settings.tracing)
 
 
 async def _prepare_storage(

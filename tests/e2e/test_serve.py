@@ -82,7 +82,8 @@ def test_metrics_count_requests_and_task_outcomes(
     assert 'troupe_tasks_submitted_total{strategy="simple"}' in text
     assert 'route="/api/v1/tasks/{task_id}"' in text  # the template, never a raw id
     assert "tsk_" not in text
-    assert 'troupe_llm_tokens_total{kind="prompt",model="sim-small",provider="simulation"}' in text
+    tokens = 'troupe_llm_tokens_total{kind="prompt",model="sim-small",provider="simulation"'
+    assert f'{tokens},tenant="local"}}' in text
 
 
 def test_health_readiness_and_openapi(served: TroupeProcess) -> None:

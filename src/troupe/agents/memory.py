@@ -12,7 +12,9 @@ Write side: a completed task's question and answer become memories (``tasks``, a
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from troupe.agents.metering import CallContext, MeteredLLM
@@ -20,6 +22,7 @@ from troupe.config import MemorySettings, SessionSettings
 from troupe.domain import EventType, SessionTurn, Task
 from troupe.llm.messages import ChatMessage
 from troupe.llm.pricing import estimate_prompt_tokens
+from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
 from troupe.storage.sessions import SqlSessionStore
 from troupe.storage.vectors import Concern, Recalled, VectorMemory
@@ -78,14 +81,15 @@ class TaskContexts:
         history = await self._history(ctx, ctx.session_id)
         recalled: list[Recalled] = []
         if self._vectors is not None and self._memory_settings.recall_limit:
-            recalled = await self._vectors.recall(
-                ctx.tenant_id,
-                query,
-                session_id=ctx.session_id,
-                limit=self._memory_settings.recall_limit,
-                min_score=self._memory_settings.min_score,
-                exclude_tasks=[ctx.task_id, *(t.task_id for t in history.turns)],
-            )
+            with _counted("recall"):
+                recalled = await self._vectors.recall(
+                    ctx.tenant_id,
+                    query,
+                    session_id=ctx.session_id,
+                    limit=self._memory_settings.recall_limit,
+                    min_score=self._memory_settings.min_score,
+                    exclude_tasks=[ctx.task_id, *(t.task_id for t in history.turns)],
+                )
         text = render_context(history.summary, history.turns, recalled)
         fixed = await self._journal.fix_context(ctx.tenant_id, ctx.task_id, text)
         if fixed == text:
@@ -148,6 +152,7 @@ class TaskContexts:
             ctx, messages, tier=self._session_settings.summary_tier, index=SUMMARY_CALL_INDEX
         )
         await self._journal.llm_call(ctx.tenant_id, ctx.task_id, metered.record)
+        metrics.SESSION_SUMMARIES.inc()
         return metered.response.content
 
 
@@ -165,8 +170,13 @@ class MemoryKeeper:
             await self._sessions.changed(task.tenant_id, task.session_id)
         if self._vectors is None or not task.result:
             return
+        with _counted("remember"):
+            await self._remember(self._vectors, task)
+
+    @staticmethod
+    async def _remember(vectors: VectorMemory, task: Task) -> None:
         text = f"Question: {task.query}\nAnswer: {task.result}"
-        await self._vectors.remember(
+        await vectors.remember(
             task.tenant_id,
             Concern.TASKS,
             text,
@@ -175,7 +185,7 @@ class MemoryKeeper:
             task_id=task.id,
         )
         if task.session_id is not None:
-            await self._vectors.remember(
+            await vectors.remember(
                 task.tenant_id,
                 Concern.SESSION,
                 text,
@@ -190,6 +200,16 @@ class MemoryKeeper:
             return
         for concern in (Concern.SESSION, Concern.TASKS):
             await self._vectors.forget(tenant_id, concern, session_id=session_id)
+
+
+@contextlib.contextmanager
+def _counted(operation: str) -> Iterator[None]:
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        metrics.MEMORY_OPERATIONS.labels(operation=operation, outcome=outcome).inc()
 
 
 def render_context(summary: str | None, turns: list[SessionTurn], recalled: list[Recalled]) -> str:

@@ -23,6 +23,7 @@ from troupe.llm.messages import (
 from troupe.llm.pricing import cost_micro_usd, estimate_prompt_tokens, price_for
 from troupe.llm.router import Fallback, LLMRouter, Routed
 from troupe.observability import metrics
+from troupe.observability.tracing import tracer
 from troupe.policy.authorizer import Authorizer
 from troupe.storage.ledger import Ask, Budget, Grant
 from troupe.storage.repositories import LLMCallRecord, day_counter
@@ -122,6 +123,42 @@ class MeteredLLM:
         response_format: StructuredOutput | None = None,
         model: str | None = None,
         tools: tuple[ToolSpec, ...] = (),
+    ) -> MeteredResponse:
+        """One metered call (below), as an ``llm.call`` span of the task's trace."""
+        attributes = {"troupe.tier": tier, "troupe.task_id": ctx.task_id}
+        with tracer().start_as_current_span("llm.call", attributes=attributes) as span:
+            metered = await self._call(
+                ctx,
+                messages,
+                tier=tier,
+                index=index,
+                response_format=response_format,
+                model=model,
+                tools=tools,
+            )
+            record = metered.record
+            span.set_attributes(
+                {
+                    "gen_ai.system": record.provider,
+                    "gen_ai.response.model": record.model,
+                    "gen_ai.usage.input_tokens": record.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": record.usage.completion_tokens,
+                    "troupe.cost_micro_usd": record.usage.cost_micro_usd,
+                    "troupe.cache_hit": record.cache_hit,
+                }
+            )
+            return metered
+
+    async def _call(
+        self,
+        ctx: CallContext,
+        messages: tuple[ChatMessage, ...],
+        *,
+        tier: ModelTier,
+        index: int,
+        response_format: StructuredOutput | None,
+        model: str | None,
+        tools: tuple[ToolSpec, ...],
     ) -> MeteredResponse:
         """One call, index ``index`` of this activity attempt; ``model`` names a model to
         try before the tier's own candidates.

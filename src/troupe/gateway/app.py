@@ -43,4 +43,10 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.server.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    if services.settings.tracing.enabled:
+        # Imported on use: the instrumentation costs start-up time an untraced API skips.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # Every request but the probes and scrapes opens (or continues) a trace.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

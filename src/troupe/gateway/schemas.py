@@ -222,6 +222,9 @@ class TaskView(BaseModel):
         description="What its agents were told before its question: the session's "
         "conversation so far and recalled memories (session tasks, once prepared).",
     )
+    trace_id: str | None = Field(
+        default=None, description="The OpenTelemetry trace of its run, when tracing is on."
+    )
 
     @classmethod
     def of(
@@ -257,6 +260,7 @@ class TaskView(BaseModel):
             steps=list(steps),
             beliefs=next((s.beliefs for s in reversed(steps) if s.node_id is None), None),
             context=task.context,
+            trace_id=task.trace_id,
         )
 
 

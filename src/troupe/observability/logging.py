@@ -1,12 +1,15 @@
-"""Logging set-up: readable text in development, one JSON object per line in production."""
+"""Logging set-up: readable text in development, one JSON object per line in production;
+optionally also to a rotated file. Records carry the trace id of the span in progress."""
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 from datetime import UTC, datetime
 
 from troupe.config import LogSettings
+from troupe.observability.tracing import current_trace_id
 
 _CONTEXT_FIELDS = ("tenant_id", "task_id", "trace_id")
 
@@ -30,16 +33,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TraceContext(logging.Filter):
+    """Give each record the trace id of the span in progress (unless it has one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", None) is None:
+            record.trace_id = current_trace_id()
+        return True
+
+
 def configure_logging(settings: LogSettings) -> None:
-    handler = logging.StreamHandler()
-    if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if settings.file is not None:
+        settings.file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                settings.file,
+                maxBytes=settings.max_bytes,
+                backupCount=settings.backup_count,
+                encoding="utf-8",
+            )
         )
+    formatter = (
+        JsonFormatter()
+        if settings.format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(TraceContext())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(settings.level)
     # Temporal's and uvicorn's access chatter stays out of INFO.
     noisy_loggers = (

@@ -1,9 +1,11 @@
-"""Every Prometheus metric of Troupe, declared once. Labels stay low-cardinality:
-no task, session or tenant-chosen ids."""
+"""Every Prometheus metric of Troupe, declared once (docs/observability.md lists them with
+their meaning). Labels stay low-cardinality: no task, session, user or tenant-chosen ids;
+``tenant`` is a tenant id (as many values as tenants), ``tool`` a registered tool's
+name, ``provider`` and ``model`` configured ones."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -36,13 +38,13 @@ TASK_SECONDS = Histogram(
 )
 LLM_TOKENS = Counter(
     "troupe_llm_tokens_total",
-    "Tokens reported by providers, by kind (prompt, completion).",
-    ["provider", "model", "kind"],
+    "Tokens reported by providers, by tenant, model and kind (prompt, completion).",
+    ["tenant", "provider", "model", "kind"],
 )
 LLM_COST = Counter(
     "troupe_llm_cost_micro_usd_total",
-    "Cost of provider calls in micro-dollars.",
-    ["provider", "model"],
+    "Cost of provider calls in micro-dollars, by tenant and model.",
+    ["tenant", "provider", "model"],
 )
 BUDGET_DAILY_UTILIZATION = Gauge(
     "troupe_budget_daily_utilization_ratio",
@@ -101,4 +103,67 @@ LLM_CALL_SECONDS = Histogram(
     "Latency of provider calls.",
     ["provider", "model"],
     buckets=_LATENCY_BUCKETS,
+)
+
+BUILD = Info("troupe_build", "The running Troupe: version and role (serve, api, worker).")
+TASK_QUEUE_SECONDS = Histogram(
+    "troupe_task_queue_seconds",
+    "Time a task waited from submission to its first agent step.",
+    ["strategy"],
+    buckets=_LATENCY_BUCKETS,
+)
+AGENT_SECONDS = Histogram(
+    "troupe_agent_duration_seconds",
+    "Time of one agent activity attempt (simple agent, judge, planner, plan node, "
+    "synthesis, react step), by outcome (ok, error).",
+    ["agent", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+ACTIVITY_RETRIES = Counter(
+    "troupe_activity_retries_total",
+    "Activity attempts after the first (Temporal retried them), by activity.",
+    ["activity"],
+)
+TOOL_CALLS = Counter(
+    "troupe_tool_calls_total",
+    "Tool calls agents made, by tool and outcome (ok, error).",
+    ["tool", "outcome"],
+)
+TOOL_SECONDS = Histogram(
+    "troupe_tool_call_duration_seconds",
+    "Time of one tool call.",
+    ["tool"],
+    buckets=_LATENCY_BUCKETS,
+)
+SANDBOX_RUNS = Counter(
+    "troupe_sandbox_runs_total",
+    "Sandbox runs by outcome (ok, error: a non-zero exit, killed).",
+    ["outcome"],
+)
+SANDBOX_KILLS = Counter(
+    "troupe_sandbox_kills_total",
+    "Sandbox runs stopped by a limit, by reason (cpu, timeout, memory, disk, hard_timeout).",
+    ["reason"],
+)
+SANDBOX_FUEL = Histogram(
+    "troupe_sandbox_fuel",
+    "Fuel (wasmtime instructions, beyond start-up) one sandbox run used.",
+    [],
+    buckets=(1e6, 1e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 2e9, 5e9),
+)
+SANDBOX_SECONDS = Histogram(
+    "troupe_sandbox_run_duration_seconds",
+    "Wall time of one sandbox run.",
+    [],
+    buckets=_LATENCY_BUCKETS,
+)
+MEMORY_OPERATIONS = Counter(
+    "troupe_memory_operations_total",
+    "Vector memory operations by kind (remember, recall) and outcome (ok, error).",
+    ["operation", "outcome"],
+)
+SESSION_SUMMARIES = Counter(
+    "troupe_session_summaries_total",
+    "Summaries of older session turns written by the summary tier.",
+    [],
 )

@@ -58,7 +58,11 @@ class TaskJournal:
         self._threshold = alert_threshold
 
     async def started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
-        task = await self._store.mark_started(tenant_id, task_id, attempt=attempt)
+        started = await self._store.mark_started(tenant_id, task_id, attempt=attempt)
+        task = started.task
+        if started.first and task.started_at is not None:
+            waited = (task.started_at - task.created_at).total_seconds()
+            metrics.TASK_QUEUE_SECONDS.labels(strategy=task.strategy.value).observe(waited)
         await self._fanout.publish(task_id)
         return task
 
@@ -238,7 +242,7 @@ class TaskJournal:
 
     async def _counted(self, tenant_id: str, call: LLMCallRecord) -> None:
         """Count a stored call, and show how much of its tenant's day is used."""
-        _count_call(call)
+        _count_call(tenant_id, call)
         if call.cache_hit:
             return
         utilization = (await self.day_status(tenant_id)).utilization
@@ -246,11 +250,14 @@ class TaskJournal:
             metrics.BUDGET_DAILY_UTILIZATION.labels(tenant=tenant_id).set(utilization)
 
 
-def _count_call(call: LLMCallRecord) -> None:
+def _count_call(tenant_id: str, call: LLMCallRecord) -> None:
     if call.cache_hit:
         return  # no provider call: no tokens, no cost, no provider latency
     labels = {"provider": call.provider, "model": call.model}
-    metrics.LLM_TOKENS.labels(kind="prompt", **labels).inc(call.usage.prompt_tokens)
-    metrics.LLM_TOKENS.labels(kind="completion", **labels).inc(call.usage.completion_tokens)
-    metrics.LLM_COST.labels(**labels).inc(call.usage.cost_micro_usd)
+    usage = call.usage
+    metrics.LLM_TOKENS.labels(tenant=tenant_id, kind="prompt", **labels).inc(usage.prompt_tokens)
+    metrics.LLM_TOKENS.labels(tenant=tenant_id, kind="completion", **labels).inc(
+        usage.completion_tokens
+    )
+    metrics.LLM_COST.labels(tenant=tenant_id, **labels).inc(usage.cost_micro_usd)
     metrics.LLM_CALL_SECONDS.labels(**labels).observe(call.latency_ms / 1000)

@@ -22,6 +22,7 @@ from troupe.domain import (
 )
 from troupe.errors import Conflict, NotFound, Unavailable
 from troupe.observability import metrics
+from troupe.observability.tracing import current_trace_id
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.payloads import ApprovalDecision, TaskInput, WorkflowOptions
 from troupe.orchestrator.replay import fetch_history, replay_history
@@ -125,6 +126,8 @@ class TaskLauncher:
                 api_key_id=api_key_id,
                 cost_budget_micro_usd=budgets.task_micro_usd,
                 node_token_budget=budgets.node_tokens,
+                # The submitting request's trace: the workflow's spans join it.
+                trace_id=current_trace_id(),
             ),
             max_active=max_active or self._settings.limits.max_concurrent_tasks,
             key_max_active=key_max_active,

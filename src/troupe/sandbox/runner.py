@@ -28,6 +28,8 @@ from typing import Any
 
 from troupe.config import SandboxSettings
 from troupe.errors import InvalidInput, TroupeError
+from troupe.observability import metrics
+from troupe.observability.tracing import tracer
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,20 @@ class Sandbox:
             await worker.kill()
 
     async def run(self, code: str, *, files: dict[str, bytes] | None = None) -> SandboxResult:
-        """Run ``code`` as ``/scratch/main.py`` with ``files`` beside it."""
+        """Run ``code`` as ``/scratch/main.py`` with ``files`` beside it (a
+        ``sandbox.run`` span of the task's trace)."""
+        with tracer().start_as_current_span("sandbox.run") as span:
+            result = await self._run(code, files)
+            span.set_attributes(
+                {
+                    "troupe.sandbox.exit_code": result.exit_code,
+                    "troupe.sandbox.killed": result.killed or "",
+                    "troupe.sandbox.fuel": result.fuel_used,
+                }
+            )
+            return result
+
+    async def _run(self, code: str, files: dict[str, bytes] | None) -> SandboxResult:
         s = self._settings
         if len(code) > s.max_code_chars:
             raise InvalidInput(
@@ -156,7 +171,9 @@ class Sandbox:
                 self._replace()
             else:
                 self._idle.append(worker)
-        return _result(outcome)
+        result = _result(outcome)
+        _count(result)
+        return result
 
     def _replace(self) -> None:
         """Start a worker's successor now, in the background, so the pool keeps its
@@ -283,3 +300,12 @@ def _compiled(cache_dir: Path) -> Path:
         out.write(compiled)
     os.replace(temporary, target)
     return target
+
+
+def _count(result: SandboxResult) -> None:
+    if result.killed is not None:
+        metrics.SANDBOX_KILLS.labels(reason=result.killed).inc()
+    outcome = "killed" if result.killed else ("ok" if result.exit_code == 0 else "error")
+    metrics.SANDBOX_RUNS.labels(outcome=outcome).inc()
+    metrics.SANDBOX_FUEL.observe(result.fuel_used)
+    metrics.SANDBOX_SECONDS.observe(result.wall_s)

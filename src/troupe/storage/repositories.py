@@ -82,6 +82,7 @@ class NewTask:
     api_key_id: str | None = None
     cost_budget_micro_usd: int | None = None
     node_token_budget: int | None = None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,12 @@ class UsageSummary:
     by_day: list[UsageLine]  # key: ("YYYY-MM-DD",), UTC
     by_model: list[UsageLine]  # key: (provider, model)
     by_session: list[UsageLine]  # key: (session_id or None,)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    task: Task
+    first: bool  # this was the task's first start (it left the queue now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +279,11 @@ class SqlTaskStore:
         rows = rows[:limit]
         return TaskPage(items=[_task(r) for r in rows], next_cursor=rows[-1].seq if more else None)
 
-    async def mark_started(self, tenant_id: str, task_id: str, *, attempt: int) -> Task:
+    async def mark_started(self, tenant_id: str, task_id: str, *, attempt: int) -> Started:
         """queued → running (or a retry note when already running); ended tasks stay."""
-        return await self.move(
-            tenant_id, task_id, TaskStatus.RUNNING, EventType.STARTED, {"attempt": attempt}
+        data = {"attempt": attempt}
+        return await self._tx.write(
+            _start, tenant_id, task_id, TaskStatus.RUNNING, EventType.STARTED, data
         )
 
     async def move(
@@ -289,7 +297,8 @@ class SqlTaskStore:
         """A non-terminal status change with its event; an ended task stays as it is."""
         if status.terminal:
             raise ValueError(f"{status} is terminal: use finish")
-        return await self._tx.write(_move, tenant_id, task_id, status, event, data)
+        started = await self._tx.write(_start, tenant_id, task_id, status, event, data)
+        return started.task
 
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
@@ -639,6 +648,7 @@ def _create_task(
         "api_key_id": new.api_key_id,
         "cost_budget_micro_usd": new.cost_budget_micro_usd,
         "node_token_budget": new.node_token_budget,
+        "trace_id": new.trace_id,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_micro_usd": 0,
@@ -712,21 +722,21 @@ def _events_after(
     return [_event(r) for r in conn.execute(_EVENTS_AFTER, params)]
 
 
-def _move(
+def _start(
     conn: Connection,
     tenant_id: str,
     task_id: str,
     status: TaskStatus,
     event: EventType,
     data: dict[str, Any],
-) -> Task:
+) -> Started:
     row = _task_row(conn, tenant_id, task_id, lock=True)
     if TaskStatus(row.status).terminal:
-        return _task(row)
+        return Started(task=_task(row), first=False)
     key = _task_key(tenant_id, task_id)
     conn.execute(_START_TASK, {**key, "p_status": status.value, "p_now": _now()})
     _append(conn, tenant_id, task_id, [(event, data)])
-    return _task(_task_row(conn, tenant_id, task_id))
+    return Started(task=_task(_task_row(conn, tenant_id, task_id)), first=row.started_at is None)
 
 
 def _record_call(
@@ -1271,6 +1281,7 @@ def _task(row: Row[Any]) -> Task:
         cost_budget_micro_usd=row.cost_budget_micro_usd,
         node_token_budget=row.node_token_budget,
         context=row.context,
+        trace_id=row.trace_id,
     )
 
 

@@ -193,6 +193,8 @@ class TaskRow(Base):
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What its agents were told of its session and memory, fixed at its first step.
     context: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The OpenTelemetry trace of its run (32 hex digits), when tracing is on.
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class TaskNodeRow(Base):

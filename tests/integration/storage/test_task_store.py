@@ -115,8 +115,9 @@ async def test_finish_happens_once_and_records_the_ending(store: SqlTaskStore) -
 async def test_started_does_not_revive_an_ended_task(store: SqlTaskStore) -> None:
     task_id = await _new(store)
     await store.finish("acme", task_id, TaskStatus.CANCELLED)
-    task = await store.mark_started("acme", task_id, attempt=2)
-    assert task.status is TaskStatus.CANCELLED
+    started = await store.mark_started("acme", task_id, attempt=2)
+    assert started.task.status is TaskStatus.CANCELLED
+    assert not started.first
 
 
 async def test_concurrent_events_are_numbered_gap_free(store: SqlTaskStore) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from temporalio import activity
@@ -16,6 +17,7 @@ from troupe.agents.react import ReactAgent
 from troupe.agents.runtime import AgentRuntime
 from troupe.domain import EventType, Strategy, TaskStatus
 from troupe.errors import TroupeError
+from troupe.observability import metrics
 from troupe.orchestrator.journal import TaskJournal
 from troupe.orchestrator.judge import StrategyJudge
 from troupe.orchestrator.payloads import (
@@ -58,14 +60,14 @@ class TaskActivities:
     async def run_simple_agent(self, task: TaskInput) -> str:
         """Answer the task with one agent; records start, usage and result itself."""
         ctx = _context(task)
-        async with self._guarded():
+        async with self._guarded("simple"):
             query = await self._prompt(ctx, task.query)
             return await self._runtime.answer(ctx, query, attempt=_attempt())
 
     @activity.defn(name="judge_strategy")
     async def judge_strategy(self, task: TaskInput) -> Strategy:
         """The small tier picks simple or dag; the heuristic's pick is the fallback."""
-        async with self._guarded():
+        async with self._guarded("judge"):
             return await self._judge.choose(
                 _context(task), task.query, hint=task.strategy, attempt=_attempt()
             )
@@ -74,7 +76,7 @@ class TaskActivities:
     async def plan_task(self, task: TaskInput) -> PlanResult:
         """Ask the planner for a DAG; records the plan, or the fallback and its reason."""
         ctx = _context(task)
-        async with self._guarded():
+        async with self._guarded("planner"):
             query = await self._prompt(ctx, task.query)
             return await self._planner.plan(ctx, query, attempt=_attempt())
 
@@ -82,7 +84,7 @@ class TaskActivities:
     async def run_node(self, job: NodeTask) -> str:
         """One node's agent; records its start, usage and output itself."""
         ctx = _context(job.task, node_id=job.node.id)
-        async with self._guarded():
+        async with self._guarded("node"):
             query = await self._prompt(ctx, job.task.query)
             return await self._runtime.run_node(
                 ctx, query, job.node, job.inputs, attempt=_attempt()
@@ -92,7 +94,7 @@ class TaskActivities:
     async def synthesize(self, job: SynthesisTask) -> str:
         """Fan the nodes' outputs in; completes the task with the answer."""
         ctx = _context(job.task)
-        async with self._guarded():
+        async with self._guarded("synthesis"):
             query = await self._prompt(ctx, job.task.query)
             return await self._runtime.synthesize(ctx, query, job.how, job.outputs, job.gaps)
 
@@ -100,7 +102,7 @@ class TaskActivities:
     async def react_step(self, job: ReactStepTask) -> ReactStepResult:
         """One reason → act → observe step; the answering step completes the task."""
         ctx = _context(job.task)
-        async with self._guarded():
+        async with self._guarded("react_step"):
             query = await self._prompt(ctx, job.task.query)
             return await self._react.step(ctx, query, job.turns, attempt=_attempt(), last=job.last)
 
@@ -145,8 +147,9 @@ class TaskActivities:
         return await self._contexts.prompt_for(ctx, query)
 
     @contextlib.asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[None]:
-        """Heartbeat while the body runs; carry TroupeErrors across as coded failures."""
+    async def _guarded(self, agent: str) -> AsyncIterator[None]:
+        """Heartbeat while the body runs; carry TroupeErrors across as coded failures;
+        time the attempt and count it when it is a retry."""
 
         # Heartbeats tell Temporal the worker is alive (a dead one is retried after the
         # heartbeat timeout) and are how a cancel request reaches this activity. The
@@ -156,15 +159,23 @@ class TaskActivities:
                 await asyncio.sleep(self._heartbeat_s)
                 activity.heartbeat()
 
+        info = activity.info()
+        if info.attempt > 1:
+            metrics.ACTIVITY_RETRIES.labels(activity=info.activity_type).inc()
+        began = time.perf_counter()
+        outcome = "error"
         beater = asyncio.create_task(beat())
         try:
             yield
+            outcome = "ok"
         except TroupeError as exc:
             raise _application_error(exc) from exc
         finally:
             beater.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beater
+            seconds = time.perf_counter() - began
+            metrics.AGENT_SECONDS.labels(agent=agent, outcome=outcome).observe(seconds)
 
 
 def _attempt() -> int:
