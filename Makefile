@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test serve lint fmt typecheck install clean bench
+.PHONY: demo test serve lint fmt typecheck install clean bench promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,19 +24,31 @@ serve: $(STAMP)
 	$(BIN)/troupe serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
+	$(BIN)/ruff format --check src tests benchmarks deploy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks deploy
+	$(BIN)/ruff check --fix src tests benchmarks deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck promtool
 	$(BIN)/troupe policy test
 	$(BIN)/pytest
+
+# promtool (alert rule tests) comes only with Debian's prometheus package: installed
+# when missing and apt can; otherwise the promtool tests fail and say how to get it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -q >/dev/null 2>&1 \
+	       && $$SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
+	  || echo "could not install promtool: apt-get install prometheus"; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simple_task_latency.py

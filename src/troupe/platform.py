@@ -65,6 +65,9 @@ async def running_platform(
     while this module imports); the platform owns it from here on and stops it.
     """
     all_in_one = api and worker
+    metrics.initialize(
+        (c.provider, c.model) for candidates in settings.llm.tiers.values() for c in candidates
+    )
     metrics.BUILD.info(
         {
             "version": troupe.__version__,

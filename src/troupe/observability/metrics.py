@@ -5,6 +5,8 @@ name, ``provider`` and ``model`` configured ones."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -167,3 +169,74 @@ SESSION_SUMMARIES = Counter(
     "Summaries of older session turns written by the summary tier.",
     [],
 )
+
+
+# The label values each labelled metric can take that are known up front. Exporting them
+# at zero from the start lets rates and alerts see the first event, not only the second.
+_STRATEGIES = ("simple", "dag", "react")
+_ENDINGS = ("completed", "failed", "cancelled", "budget_exceeded", "rejected")
+_AGENTS = ("simple", "judge", "planner", "node", "synthesis", "react_step")
+_ACTIVITIES = (
+    "run_simple_agent",
+    "judge_strategy",
+    "plan_task",
+    "run_node",
+    "synthesize",
+    "react_step",
+)
+_KILL_REASONS = ("cpu", "timeout", "memory", "disk", "hard_timeout")
+_POLICY_ACTIONS = ("task.submit", "session.access", "tool.invoke", "model.use")
+
+
+_PROVIDER_ERRORS = (
+    "provider_rate_limited",
+    "provider_unavailable",
+    "provider_timeout",
+    "provider_unreachable",
+    "provider_auth_failed",
+    "provider_rejected",
+    "provider_bad_answer",
+)
+_AUTH_FAILURES = ("auth_required", "auth_malformed", "auth_invalid", "auth_revoked", "auth_expired")
+
+
+def initialize(models: Iterable[tuple[str, str]]) -> None:
+    """Create every known series at zero (``models``: the configured (provider, model)
+    pairs)."""
+    for strategy in _STRATEGIES:
+        TASKS_SUBMITTED.labels(strategy=strategy)
+        TASK_QUEUE_SECONDS.labels(strategy=strategy)
+        for status in _ENDINGS:
+            TASKS_FINISHED.labels(strategy=strategy, status=status)
+            TASK_SECONDS.labels(strategy=strategy, status=status)
+    for agent in _AGENTS:
+        for outcome in ("ok", "error"):
+            AGENT_SECONDS.labels(agent=agent, outcome=outcome)
+    for activity in _ACTIVITIES:
+        ACTIVITY_RETRIES.labels(activity=activity)
+    for reason in _KILL_REASONS:
+        SANDBOX_KILLS.labels(reason=reason)
+    for outcome in ("ok", "error", "killed"):
+        SANDBOX_RUNS.labels(outcome=outcome)
+    for code in ("rate_limited", "too_many_tasks", "budget_exhausted"):
+        LIMIT_REJECTIONS.labels(code=code)
+    for action in _POLICY_ACTIONS:
+        for result in ("allow", "approval", "deny"):
+            POLICY_DECISIONS.labels(action=action, result=result)
+    for result in ("hit", "miss"):
+        LLM_CACHE_LOOKUPS.labels(result=result)
+    for operation in ("remember", "recall"):
+        for outcome in ("ok", "error"):
+            MEMORY_OPERATIONS.labels(operation=operation, outcome=outcome)
+    for code in _AUTH_FAILURES:
+        AUTH_FAILURES.labels(code=code)
+    pairs = set(models)
+    for provider in {provider for provider, _ in pairs}:
+        LLM_BREAKER_OPEN.labels(provider=provider).set(0)
+        for code in _PROVIDER_ERRORS:
+            LLM_PROVIDER_ERRORS.labels(provider=provider, code=code)
+        for reason in (*_PROVIDER_ERRORS, "circuit_open"):
+            LLM_FALLBACKS.labels(provider=provider, reason=reason)
+    for provider, model in pairs:
+        LLM_CALL_SECONDS.labels(provider=provider, model=model)
+        LLM_FIRST_TOKEN_SECONDS.labels(provider=provider, model=model)

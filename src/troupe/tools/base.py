@@ -123,6 +123,8 @@ class ToolRegistry:
             if tool.name in self._tools:
                 raise ValueError(f"two tools are named {tool.name!r}")
             self._tools[tool.name] = tool
+            for outcome in ("ok", "error"):  # exported at zero from the start
+                metrics.TOOL_CALLS.labels(tool=tool.name, outcome=outcome)
 
     def names(self, tenant_id: str | None = None) -> list[str]:
         """Every tool, or those the tenant may see."""
