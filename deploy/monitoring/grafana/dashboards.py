@@ -49,13 +49,14 @@ OVERVIEW = Dashboard(
     description="Is Troupe answering tasks, fast enough, without errors?",
     panels=[
         Panel(
-            "Task success (SLO ≥ 95%)",
-            "What share of finished tasks completed over the last hour?",
+            "Tasks not failed (SLO ≥ 95%)",
+            "What share of finished tasks did not fail over the last hour (cancelled, "
+            "rejected and over-budget tasks are the client's, not failures)?",
             [
                 (
-                    'sum(increase(troupe_tasks_finished_total{status="completed"}[1h]))'
+                    '1 - sum(increase(troupe_tasks_finished_total{status="failed"}[1h]))'
                     " / sum(increase(troupe_tasks_finished_total[1h]))",
-                    "completed",
+                    "not failed",
                 )
             ],
             unit="percentunit",
