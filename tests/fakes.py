@@ -115,3 +115,38 @@ def fake_provider_server() -> Iterator[FakeProviderServer]:
         yield server
     finally:
         server.stop()
+
+
+class FakeCollector:
+    """An OpenTelemetry collector on loopback: keeps the body of every OTLP/HTTP export
+    (``POST /v1/traces``, protobuf)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.exports: list[bytes] = []
+        app = FastAPI()
+        app.add_api_route("/v1/traces", self._export, methods=["POST"])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    async def _export(self, request: Request) -> Response:
+        self.exports.append(await request.body())
+        return Response(b"", media_type="application/x-protobuf")
+
+    def __enter__(self) -> FakeCollector:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake collector did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

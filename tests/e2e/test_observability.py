@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.processes import TroupeProcess, new_tenant_key
+from tests.fakes import FakeCollector
 from tests.monitoring import RULES, referenced_samples
 from troupe.client import TroupeAPIError, TroupeClient
 
@@ -102,3 +104,31 @@ tests:
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_traces_reach_an_otlp_collector_and_the_task_names_its_trace(tmp_path: Path) -> None:
+    with FakeCollector() as collector:
+        data = tmp_path / "traced"
+        env = {
+            "TROUPE_DATA_DIR": str(data),
+            "TROUPE_TRACING__ENABLED": "true",
+            "TROUPE_TRACING__OTLP_ENDPOINT": collector.endpoint,
+            "TROUPE_MEMORY__ENABLED": "false",
+        }
+        traced = TroupeProcess("serve", env=env, log=data.with_suffix(".log"))
+        traced.start()
+        try:
+            with TroupeClient(traced.url, api_key=traced.api_key) as client:
+                task = client.wait(client.submit_task("Trace me").id)
+        finally:
+            assert traced.stop() == 0, traced.output()  # stopping flushes the batch
+    assert task.trace_id is not None
+    spans = [
+        span
+        for body in collector.exports
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    mine = {s.name for s in spans if s.trace_id.hex() == task.trace_id}
+    assert {"POST /api/v1/tasks", "RunWorkflow:TaskWorkflow", "llm.call"} <= mine

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 import troupe.observability.metrics  # noqa: F401 - declares every metric
 from tests.monitoring import DASHBOARDS
 
-DOC = (Path(__file__).parents[2] / "docs" / "observability.md").read_text()
+DOC = (Path(__file__).parents[3] / "docs" / "observability.md").read_text()
 
 
 def test_every_metric_is_documented() -> None:
