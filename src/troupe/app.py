@@ -95,7 +95,7 @@ class Services:
         sessions = SqlSessionStore(
             engine, build_session_cache(settings), max_turns=settings.sessions.max_turns
         )
-        vectors = await open_vector_memory(settings)
+        vectors = start_vector_memory(settings)
         keeper = MemoryKeeper(sessions, vectors)
         journal = TaskJournal(
             store,
@@ -204,13 +204,15 @@ def build_tools(
     return registry
 
 
-async def open_vector_memory(settings: Settings) -> VectorMemory | None:
-    """The vector memory (None when disabled): Qdrant local mode in the data dir, or
-    the server at ``memory.qdrant_url``."""
+def start_vector_memory(settings: Settings) -> VectorMemory | None:
+    """The vector memory (None when disabled), connecting in the background: Qdrant
+    local mode in the data dir, or the server at ``memory.qdrant_url``."""
     if not settings.memory.enabled:
         return None
     embedder = build_embedder(settings.memory, settings.llm)
-    return await VectorMemory.open(settings.memory, embedder, settings.data_dir)
+    memory = VectorMemory.create(settings.memory, embedder, settings.data_dir)
+    memory.start()
+    return memory
 
 
 def build_session_cache(settings: Settings) -> SessionCache:

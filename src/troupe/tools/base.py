@@ -170,11 +170,14 @@ class ToolRegistry:
         """Run one call within the time limit; the text is cut to the size limit. Tools
         that keep tenant data (``needs_caller``) are run for ``caller`` and refuse
         without one. A ``tool.call`` span of the task's trace."""
+        # Only registered names become label values: a made-up name is "unknown".
         label = name if name in self._tools else "unknown"
         with tracer().start_as_current_span("tool.call", attributes={"troupe.tool": label}) as span:
             output = await self._call(name, arguments, caller)
             span.set_attribute("troupe.tool.ok", output.ok)
-            return output
+        metrics.TOOL_CALLS.labels(tool=label, outcome="ok" if output.ok else "error").inc()
+        metrics.TOOL_SECONDS.labels(tool=label).observe(output.seconds)
+        return output
 
     async def _call(
         self, name: str, arguments: dict[str, Any], caller: ToolCaller | None
@@ -203,9 +206,4 @@ class ToolRegistry:
         text = output.text
         if len(text) > self._max_result_chars:
             text = text[: self._max_result_chars] + "… [cut]"
-        seconds = time.perf_counter() - started
-        # Only registered names become label values: a made-up name is "unknown".
-        label = name if tool is not None else "unknown"
-        metrics.TOOL_CALLS.labels(tool=label, outcome="ok" if output.ok else "error").inc()
-        metrics.TOOL_SECONDS.labels(tool=label).observe(seconds)
-        return replace(output, text=text, seconds=seconds)
+        return replace(output, text=text, seconds=time.perf_counter() - started)
