@@ -95,7 +95,7 @@ class Services:
         sessions = SqlSessionStore(
             engine, build_session_cache(settings), max_turns=settings.sessions.max_turns
         )
-        vectors = start_vector_memory(settings)
+        vectors = await open_vector_memory(settings)
         keeper = MemoryKeeper(sessions, vectors)
         journal = TaskJournal(
             store,
@@ -204,15 +204,13 @@ def build_tools(
     return registry
 
 
-def start_vector_memory(settings: Settings) -> VectorMemory | None:
-    """The vector memory (None when disabled), connecting in the background: Qdrant
-    local mode in the data dir, or the server at ``memory.qdrant_url``."""
+async def open_vector_memory(settings: Settings) -> VectorMemory | None:
+    """The vector memory (None when disabled): Qdrant local mode in the data dir, or
+    the server at ``memory.qdrant_url``."""
     if not settings.memory.enabled:
         return None
     embedder = build_embedder(settings.memory, settings.llm)
-    memory = VectorMemory.create(settings.memory, embedder, settings.data_dir)
-    memory.start()
-    return memory
+    return await VectorMemory.open(settings.memory, embedder, settings.data_dir)
 
 
 def build_session_cache(settings: Settings) -> SessionCache:

@@ -101,10 +101,6 @@ async def running_platform(
                     services.directory, settings.data_dir, plan=settings.policy.default_plan
                 )
             async with _worker(services, enabled=worker), _api(services, enabled=api) as url:
-                if services.vectors is not None:
-                    # Connected while the API already answers; a bad memory setting
-                    # (a vector size mismatch, an unreachable server) stops the start.
-                    await services.vectors.ready()
                 yield RunningPlatform(
                     services=services, base_url=url, devserver=devserver, dev_api_key=dev_key
                 )

@@ -18,6 +18,11 @@ TROUPE = str(Path(sys.executable).parent / "troupe")
 REPO = Path(__file__).parents[2]
 
 
+# For processes whose tests have nothing to do with memory: Qdrant's client costs
+# ~1.4 s of imports at every start, and the suite starts many processes.
+NO_MEMORY = {"TROUPE_MEMORY__ENABLED": "false"}
+
+
 def child_env(extra: dict[str, str], *, port: int | None = None) -> dict[str, str]:
     """The environment of a troupe child process: loopback only, quiet logs."""
     env = {**os.environ, "TROUPE_SERVER__HOST": "127.0.0.1", "TROUPE_LOG__LEVEL": "WARNING"}

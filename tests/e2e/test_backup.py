@@ -101,8 +101,8 @@ def _refuse_damaged_archives(tmp_path: Path, target: TroupeProcess, archive: Pat
 def _round_trip(
     tmp_path: Path, source_url: str | None, target_url: str | None, *, refusals: bool
 ) -> None:
-    """Fill, back up, restore into an empty deployment, compare; with ``refusals`` also
-    the archive-level refusals (the same whatever the database)."""
+    """Fill, back up, restore into an empty deployment, compare every row, serve it; with
+    ``refusals`` also the archive-level refusals (the same whatever the database)."""
     source = _deployment(tmp_path, "source", source_url)
     source.start()
     try:
@@ -153,6 +153,10 @@ def _round_trip(
             assert found.items[0].text == made["document"].text
             usage = client.usage()
             assert usage.total.calls >= 4
+            # It goes on from there: new rows get fresh ids (the sequences came back).
+            after = client.wait(client.submit_task("And one more", session_id="trip").id)
+            assert after.status == "completed"
+            assert client.get_session("trip").tasks == 3
     finally:
         assert target.stop() == 0, target.output()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import TroupeProcess, new_tenant_key
+from tests.e2e.processes import NO_MEMORY, TroupeProcess, new_tenant_key
 from troupe.client import TroupeAPIError, TroupeClient
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,11 @@ def test_a_request_cannot_ask_for_more_than_its_tenants_caps(served: TroupeProce
 @pytest.fixture(scope="module")
 def session_capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TroupeProcess]:
     data: Path = tmp_path_factory.mktemp("session-budget")
-    env = {"TROUPE_DATA_DIR": str(data), "TROUPE_BUDGETS__SESSION_TOKENS": str(SESSION_TOKENS)}
+    env = {
+        **NO_MEMORY,
+        "TROUPE_DATA_DIR": str(data),
+        "TROUPE_BUDGETS__SESSION_TOKENS": str(SESSION_TOKENS),
+    }
     process = TroupeProcess("serve", env=env, log=data / "serve.log").start()
     yield process
     assert process.stop() == 0, process.output()

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import TroupeProcess
+from tests.e2e.processes import NO_MEMORY, TroupeProcess
 from troupe.client import TroupeAPIError, TroupeClient
 from troupe.domain import TaskStatus
 
@@ -19,6 +19,7 @@ def test_over_the_request_rate_or_the_task_cap_answers_429(tmp_path: Path) -> No
     process = TroupeProcess(
         "serve",
         env={
+            **NO_MEMORY,
             "TROUPE_DATA_DIR": str(tmp_path),
             "TROUPE_LIMITS__REQUESTS_PER_S": "0.2",
             "TROUPE_LIMITS__BURST": "4",
@@ -50,7 +51,11 @@ def test_over_the_request_rate_or_the_task_cap_answers_429(tmp_path: Path) -> No
 def test_a_used_up_daily_budget_refuses_submissions_with_its_reset(tmp_path: Path) -> None:
     process = TroupeProcess(
         "serve",
-        env={"TROUPE_DATA_DIR": str(tmp_path), "TROUPE_BUDGETS__TENANT_DAILY_TOKENS": "80"},
+        env={
+            **NO_MEMORY,
+            "TROUPE_DATA_DIR": str(tmp_path),
+            "TROUPE_BUDGETS__TENANT_DAILY_TOKENS": "80",
+        },
         log=tmp_path / "serve.log",
     ).start()
     try:

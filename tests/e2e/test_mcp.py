@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import TroupeProcess, new_tenant_key
+from tests.e2e.processes import NO_MEMORY, TroupeProcess, new_tenant_key
 from troupe.client import TroupeClient
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +27,7 @@ def with_mcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TroupeProcess
         {"name": "facts", "transport": "stdio", "command": sys.executable, "args": [str(SERVER)]}
     ]
     env = {
+        **NO_MEMORY,
         "TROUPE_DATA_DIR": str(data),
         "TROUPE_TOOLS__MCP_SERVERS": json.dumps(servers),
         "TROUPE_ORCHESTRATOR__REACT_TOOLS": json.dumps(["calculator", "facts__*"]),

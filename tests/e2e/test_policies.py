@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import REPO, TroupeProcess, new_tenant_key
+from tests.e2e.processes import NO_MEMORY, REPO, TroupeProcess, new_tenant_key
 from troupe.client import TroupeAPIError, TroupeClient
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +38,7 @@ def policed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TroupeProcess]
     # Neither the standard plan nor members may use the calculator here.
     _edit(policies / "data.json", CALCULATOR_TOOLS, NO_CALCULATOR)
     env = {
+        **NO_MEMORY,
         "TROUPE_DATA_DIR": str(data),
         "TROUPE_POLICY__DIR": str(policies),
         "TROUPE_POLICY__RELOAD_INTERVAL_S": "0.05",

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import TroupeProcess, child_env
+from tests.e2e.processes import NO_MEMORY, TroupeProcess, child_env
 from tests.fakes import FakeProviderServer, Reply, fake_provider_server
 from troupe.client import TroupeClient
 from troupe.domain import TaskStatus
@@ -66,6 +66,7 @@ def fake_llm() -> Iterator[FakeProviderServer]:
 def _serve_with_fake_openai(data: Path, server: FakeProviderServer, key: str) -> TroupeProcess:
     candidate = [{"provider": "fake", "model": "gpt-4.1-mini"}]
     env = {
+        **NO_MEMORY,
         "TROUPE_DATA_DIR": str(data),
         "TROUPE_LLM__PROVIDERS": json.dumps(
             {

@@ -14,11 +14,9 @@ activity writes no duplicate.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
-import importlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -80,100 +78,67 @@ class VectorMemory:
 
     def __init__(
         self,
-        connect: Callable[[], Awaitable[AsyncQdrantClient]],
+        client: AsyncQdrantClient,
         embedder: Embedder,
         *,
         prefix: str = "troupe",
         local: bool,
         max_chars: int = 4000,
     ) -> None:
-        self._connect = connect
+        self._client = client
         self._embedder = embedder
         self._prefix = prefix
         self._local = local
         self._max_chars = max_chars
-        self._opening: asyncio.Task[AsyncQdrantClient] | None = None
-
-    @classmethod
-    def create(cls, settings: MemorySettings, embedder: Embedder, data_dir: Path) -> VectorMemory:
-        """The memory, not connected yet (``start`` or the first use connects).
-
-        ConfigError at once when the local directory is held by another process.
-        """
-        from troupe.llm.secrets import env_secret
-
-        local = settings.qdrant_url is None
-        path = data_dir / "qdrant"
-        if local:
-            path.mkdir(parents=True, exist_ok=True)
-            _require_unlocked(path)
-        key = env_secret(settings.qdrant_api_key_env)
-
-        async def connect() -> AsyncQdrantClient:
-            # qdrant-client costs ~1.4 s of imports: taken in a thread, off the loop.
-            module = await asyncio.to_thread(importlib.import_module, "qdrant_client")
-            if local:
-                return module.AsyncQdrantClient(path=str(path))  # type: ignore[no-any-return]
-            return module.AsyncQdrantClient(  # type: ignore[no-any-return]
-                url=settings.qdrant_url, api_key=key.get_secret_value() if key else None
-            )
-
-        return cls(
-            connect,
-            embedder,
-            prefix=settings.collection_prefix,
-            local=local,
-            max_chars=settings.max_chars,
-        )
 
     @classmethod
     async def open(
         cls, settings: MemorySettings, embedder: Embedder, data_dir: Path
     ) -> VectorMemory:
-        """Connect (or open the local directory) and create missing collections, now.
+        """Connect (or open the local directory) and create missing collections.
 
         ConfigError when the local directory is held by another process, or a
         collection holds vectors of another size than the embedder gives.
         """
-        memory = cls.create(settings, embedder, data_dir)
-        await memory.ready()
-        return memory
+        # Imported on use: qdrant-client costs ~1.5 s of start-up.
+        from qdrant_client import AsyncQdrantClient
 
-    def start(self) -> None:
-        """Begin connecting in the background (a running service starts answering
-        sooner); every operation waits for it."""
-        if self._opening is None:
-            self._opening = asyncio.create_task(self._open(), name="vector-memory-open")
+        from troupe.llm.secrets import env_secret
 
-    async def ready(self) -> None:
-        """Wait until connected, with the collections there; the connection's error if
-        it failed (ConfigError for a vector size mismatch)."""
-        await self._ready()
-
-    async def _ready(self) -> AsyncQdrantClient:
-        self.start()
-        assert self._opening is not None
-        return await asyncio.shield(self._opening)
-
-    async def _open(self) -> AsyncQdrantClient:
-        client = await self._connect()
+        if settings.qdrant_url is None:
+            path = data_dir / "qdrant"
+            path.mkdir(parents=True, exist_ok=True)
+            _require_unlocked(path)
+            client = AsyncQdrantClient(path=str(path))
+        else:
+            key = env_secret(settings.qdrant_api_key_env)
+            client = AsyncQdrantClient(
+                url=settings.qdrant_url, api_key=key.get_secret_value() if key else None
+            )
+        memory = cls(
+            client,
+            embedder,
+            prefix=settings.collection_prefix,
+            local=settings.qdrant_url is None,
+            max_chars=settings.max_chars,
+        )
         try:
-            await self._ensure_collections(client)
+            await memory.ensure_collections()
         except BaseException:
             await client.close()
             raise
-        return client
+        return memory
 
     def collection(self, concern: Concern) -> str:
         return f"{self._prefix}_{concern.value}"
 
-    async def _ensure_collections(self, client: AsyncQdrantClient) -> None:
+    async def ensure_collections(self) -> None:
         from qdrant_client import models
 
         for concern in Concern:
             name = self.collection(concern)
-            if await client.collection_exists(name):
-                info = await client.get_collection(name)
+            if await self._client.collection_exists(name):
+                info = await self._client.get_collection(name)
                 vectors = info.config.params.vectors
                 size = vectors.size if isinstance(vectors, models.VectorParams) else None
                 if size != self._embedder.dimensions:
@@ -184,19 +149,19 @@ class VectorMemory:
                         "built with"
                     )
                 continue
-            await client.create_collection(
+            await self._client.create_collection(
                 name,
                 vectors_config=models.VectorParams(
                     size=self._embedder.dimensions, distance=models.Distance.COSINE
                 ),
             )
             if not self._local:  # local mode has no payload indexes (and warns)
-                await client.create_payload_index(
+                await self._client.create_payload_index(
                     name,
                     "tenant_id",
                     models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
                 )
-                await client.create_payload_index(
+                await self._client.create_payload_index(
                     name, "session_id", models.PayloadSchemaType.KEYWORD
                 )
 
@@ -226,7 +191,7 @@ class VectorMemory:
             title=title,
         )
         (vector,) = await self._embedder.embed([_embedded_text(memory)])
-        await (await self._ready()).upsert(
+        await self._client.upsert(
             self.collection(concern),
             [models.PointStruct(id=memory.id, vector=vector, payload=_payload(memory))],
         )
@@ -253,7 +218,7 @@ class VectorMemory:
             if concern is Concern.SESSION and session_id is None:
                 continue
             scope = session_id if concern is Concern.SESSION else None
-            answer = await (await self._ready()).query_points(
+            answer = await self._client.query_points(
                 self.collection(concern),
                 query=vector,
                 query_filter=_tenant_filter(tenant_id, session_id=scope, exclude=exclude_tasks),
@@ -274,7 +239,7 @@ class VectorMemory:
             uuid.UUID(memory_id)
         except ValueError:
             raise NotFound(f"memory {memory_id} not found", code="memory_not_found") from None
-        points = await (await self._ready()).retrieve(self.collection(concern), [memory_id])
+        points = await self._client.retrieve(self.collection(concern), [memory_id])
         if not points or (points[0].payload or {}).get("tenant_id") != tenant_id:
             raise NotFound(f"memory {memory_id} not found", code="memory_not_found")
         return _memory(concern, str(points[0].id), points[0].payload or {})
@@ -283,7 +248,7 @@ class VectorMemory:
         self, tenant_id: str, concern: Concern, *, limit: int = 50, session_id: str | None = None
     ) -> list[Memory]:
         """Up to ``limit`` of the tenant's memories of one concern (in id order)."""
-        points, _ = await (await self._ready()).scroll(
+        points, _ = await self._client.scroll(
             self.collection(concern),
             scroll_filter=_tenant_filter(tenant_id, session_id=session_id),
             limit=limit,
@@ -309,14 +274,14 @@ class VectorMemory:
             selector = models.FilterSelector(
                 filter=_tenant_filter(tenant_id, session_id=session_id)
             )
-        await (await self._ready()).delete(self.collection(concern), points_selector=selector)
+        await self._client.delete(self.collection(concern), points_selector=selector)
 
     async def count(self, tenant_id: str | None = None) -> dict[Concern, int]:
         """Points per concern: of one tenant, or of all."""
         query_filter = _tenant_filter(tenant_id) if tenant_id is not None else None
         counts = {}
         for concern in Concern:
-            answer = await (await self._ready()).count(
+            answer = await self._client.count(
                 self.collection(concern), count_filter=query_filter, exact=True
             )
             counts[concern] = answer.count
@@ -327,7 +292,7 @@ class VectorMemory:
         for concern in Concern:
             offset: Any = None
             while True:
-                points, offset = await (await self._ready()).scroll(
+                points, offset = await self._client.scroll(
                     self.collection(concern),
                     limit=_EXPORT_PAGE,
                     offset=offset,
@@ -353,17 +318,13 @@ class VectorMemory:
         for concern in Concern:
             mine = [p for p in points if p.concern is concern]
             if mine:
-                await (await self._ready()).upsert(
+                await self._client.upsert(
                     self.collection(concern),
                     [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in mine],
                 )
 
     async def aclose(self) -> None:
-        if self._opening is not None:
-            self._opening.cancel()  # no-op once connected
-            (outcome,) = await asyncio.gather(self._opening, return_exceptions=True)
-            if not isinstance(outcome, BaseException):  # else never connected
-                await outcome.close()
+        await self._client.close()
         await self._embedder.aclose()
 
 
