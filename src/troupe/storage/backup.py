@@ -228,7 +228,7 @@ async def _check_target(settings: Settings, engine: AsyncEngine, manifest: Manif
         held = {t: n for t, n in rows.items() if n}
         if held:
             raise RestoreRefused(f"restore needs an empty deployment; this one holds {held}")
-    if settings.memory.enabled and manifest.embedder is None and manifest.points:
+    if settings.memory.enabled and manifest.embedder is None and any(manifest.points.values()):
         raise RestoreRefused("the archive's memory points have no embedder recorded")
 
 
