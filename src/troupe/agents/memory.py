@@ -176,18 +176,11 @@ class MemoryKeeper:
     @staticmethod
     async def _remember(vectors: VectorMemory, task: Task) -> None:
         text = f"Question: {task.query}\nAnswer: {task.result}"
-        await vectors.remember(
-            task.tenant_id,
-            Concern.TASKS,
-            text,
-            key=task.id,
-            session_id=task.session_id,
-            task_id=task.id,
-        )
-        if task.session_id is not None:
+        concerns = [Concern.TASKS] if task.session_id is None else [Concern.TASKS, Concern.SESSION]
+        for concern in concerns:
             await vectors.remember(
                 task.tenant_id,
-                Concern.SESSION,
+                concern,
                 text,
                 key=task.id,
                 session_id=task.session_id,

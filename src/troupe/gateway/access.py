@@ -25,17 +25,19 @@ async def check_session(
     principal: Principal,
     session_id: str | None,
     operation: SessionOperation,
-) -> None:
+) -> bool:
     """PolicyDenied unless the caller may ``operation`` the session (nothing to check
-    for no session, or one not begun yet: the caller will own it)."""
+    for no session, or one not begun yet: the caller will own it). True when the
+    tenant has the session."""
     if session_id is None:
-        return
+        return False
     owner = await services.store.session_owner(principal.tenant_id, session_id)
     if owner is None:
-        return
+        return False
     session = {"id": session_id, "tenant": principal.tenant_id, "owner": owner.user_id}
     await services.authorizer.require(
         "session.access",
         actor_of(principal),
         {"operation": operation, "session": session},
     )
+    return True

@@ -71,6 +71,5 @@ async def _existing(
     services: ServicesDep, principal: PrincipalDep, session_id: str, operation: SessionOperation
 ) -> None:
     """404 unless the tenant has the session; then the policy's say for the caller."""
-    if await services.store.session_owner(principal.tenant_id, session_id) is None:
+    if not await check_session(services, principal, session_id, operation):
         raise NotFound(f"session {session_id} not found", code="session_not_found")
-    await check_session(services, principal, session_id, operation)
