@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psutil
 from serving import (
     BenchError,
     ServeProcess,
@@ -212,6 +213,23 @@ class CaseRun:
     shutdown: Shutdown | None = None
     dropped_env: list[str] = field(default_factory=list)
     log_errors: list[str] = field(default_factory=list)  # ERROR/CRITICAL/Traceback lines
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU used by the measured tasks
+
+
+def cpu_seconds(serve_pid: int) -> dict[str, float]:
+    """CPU time (user + system) used so far by troupe serve, by its children (the
+    embedded Temporal server), and by this client."""
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    serve = psutil.Process(serve_pid)
+    return {
+        "troupe serve": used(serve),
+        "embedded Temporal": sum(used(c) for c in serve.children(recursive=True)),
+        "benchmark client": used(psutil.Process()),
+    }
 
 
 def log_errors(text: str) -> list[str]:
@@ -229,18 +247,28 @@ def server_settings(case: Case) -> dict[str, str]:
 
 
 async def _drive(
-    run: CaseRun, base_url: str, api_key: str, timeout_s: float, gone: Callable[[], str | None]
+    run: CaseRun,
+    server: ServeProcess,
+    timeout_s: float,
+    gone: Callable[[], str | None],
 ) -> None:
     case = run.case
     transport = httpx.AsyncHTTPTransport()
-    async with AsyncTroupeClient(base_url, api_key=api_key, transport=transport) as client:
+    assert server.process is not None
+    pid = server.process.pid
+    async with AsyncTroupeClient(
+        server.base_url, api_key=server.api_key, transport=transport
+    ) as client:
         if run.warmup:
             run.warmup_outcomes = await run_stage(
                 client, 0, run.warmup, case.in_flight, timeout_s, gone
             )
+        before = cpu_seconds(pid)
         run.outcomes = await run_stage(
             client, run.warmup, run.tasks, case.in_flight, timeout_s, gone
         )
+        after = cpu_seconds(pid)
+        run.cpu_s = {name: after[name] - before[name] for name in before}
 
 
 def run_case(
@@ -268,7 +296,7 @@ def run_case(
             f"[{case.name}] ready after {run.ready_s:.2f} s; {warmup} warm-up tasks, then "
             f"{tasks} tasks, {case.in_flight} in flight, {case.latency_ms} ms per LLM call"
         )
-        asyncio.run(_drive(run, server.base_url, server.api_key, args.task_timeout, gone))
+        asyncio.run(_drive(run, server, args.task_timeout, gone))
         if gone_now := gone():
             raise BenchError(gone_now)
     except BenchError as exc:
@@ -346,6 +374,13 @@ def case_report(run: CaseRun) -> dict[str, Any]:
         "shutdown_problem": shutdown.problem if shutdown else None,
         "dropped_env": run.dropped_env,
         "server_log_errors": run.log_errors,
+        # CPU milliseconds per measured task, by process; and the machine's cores.
+        "cpu_ms_per_task": {
+            name: seconds * 1000 / len(run.outcomes) for name, seconds in run.cpu_s.items()
+        }
+        if run.outcomes
+        else {},
+        "cpu_count": psutil.cpu_count(),
     }
 
 
@@ -411,6 +446,12 @@ def print_case(report: dict[str, Any]) -> None:
             )
         if target is not None:
             print(f"     anchors: {ANCHORS_THROUGHPUT_TEXT}")
+    if cpu := report["cpu_ms_per_task"]:
+        print(
+            "   CPU per task, ms: "
+            + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items())
+            + f" ({report['cpu_count']} cores)"
+        )
     print("   " + shutdown_line(report["shutdown_s"], report["shutdown_exit_code"]))
     if report["dropped_env"]:
         print(f"   (not passed to troupe serve: {', '.join(report['dropped_env'])})")

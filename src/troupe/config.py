@@ -260,6 +260,7 @@ class TaskSettings(_Section):
     max_cost_budget_micro_usd: int | None = Field(default=None, ge=1)
     attempt_timeout_s: float = Field(default=300, gt=0)
     heartbeat_timeout_s: float = Field(default=5, gt=0)
+    workflow_task_timeout_s: float = Field(default=3, gt=0, le=120)
     max_attempts: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
@@ -421,6 +422,9 @@ class OrchestratorSettings(_Section):
     complexity_judge: bool = False
     react_max_steps: int = Field(default=6, ge=1, le=50)
     react_tools: tuple[str, ...] = ("calculator",)
+    # Agent steps as local activities of the worker running the task's workflow;
+    # false: regular activities, dispatched through the Temporal server (docs/orchestration.md).
+    local_activities: bool = True
 
 
 class EmbeddingSettings(_Section):

@@ -62,13 +62,9 @@ class AgentRuntime:
         query: str,
         node: PlanNode,
         inputs: tuple[NodeOutput, ...],
-        *,
-        attempt: int,
     ) -> str:
         """One plan node: its agent works on its part with its dependencies' outputs."""
-        start = await self._journal.node_started(
-            ctx.tenant_id, ctx.task_id, node.id, attempt=attempt
-        )
+        start = await self._journal.node_started(ctx.tenant_id, ctx.task_id, node.id)
         if start.output is not None:
             # An earlier attempt finished this node and crashed before Temporal heard of
             # it: hand back its output rather than paying for the same work twice.

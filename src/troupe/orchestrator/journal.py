@@ -162,10 +162,8 @@ class TaskJournal:
         await self._store.record_agent_step(tenant_id, task_id, step)
         await self._fanout.publish(task_id)
 
-    async def node_started(
-        self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
-    ) -> NodeStart:
-        start = await self._store.node_started(tenant_id, task_id, node_id, attempt=attempt)
+    async def node_started(self, tenant_id: str, task_id: str, node_id: str) -> NodeStart:
+        start = await self._store.node_started(tenant_id, task_id, node_id)
         if start.output is None:
             await self._fanout.publish(task_id)
         return start

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from troupe.config import Settings
@@ -157,6 +158,9 @@ class TaskLauncher:
                 # When a worker shares this client (troupe serve), its first workflow
                 # task comes back with the start reply instead of through a poll.
                 request_eager_start=True,
+                # With local activities, how long a dead worker's task waits before
+                # another worker takes it over (and reruns the steps it had not recorded).
+                task_timeout=timedelta(seconds=self._settings.tasks.workflow_task_timeout_s),
             )
         except RPCError as exc:
             logger.error("could not start workflow: %s", exc, extra={"task_id": task_id})
@@ -206,9 +210,12 @@ class TaskLauncher:
         return task
 
     async def history(self, *, tenant_id: str, task_id: str) -> WorkflowHistory:
-        """The task's workflow history as Temporal recorded it."""
+        """The task's workflow history as Temporal recorded it; whole, once the task
+        has ended."""
         task = await self._store.get_task(tenant_id, task_id)
         try:
+            if task.status.terminal:
+                await self._workflow_closed(task)
             return await fetch_history(self._client, task.workflow_id)
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
@@ -219,6 +226,25 @@ class TaskLauncher:
             raise Unavailable(
                 "the workflow engine is unavailable", code="engine_unavailable"
             ) from exc
+
+    async def _workflow_closed(self, task: Task) -> None:
+        """Wait for the workflow of an ended task to close.
+
+        Storage learns of an ending first: a local activity records the result, and
+        the workflow task carrying its marker to Temporal completes just after.
+        """
+        handle = self._client.get_workflow_handle(task.workflow_id)
+        wait_s = 3 * self._settings.tasks.workflow_task_timeout_s  # a takeover included
+        try:
+            async with asyncio.timeout(wait_s):
+                await handle.result()
+        except WorkflowFailureError:
+            pass  # failed or cancelled: closed all the same
+        except TimeoutError:
+            raise Conflict(
+                f"task {task.id} has ended, but its workflow is still open after {wait_s:g}s",
+                code="workflow_open",
+            ) from None
 
     async def replay(self, *, tenant_id: str, task_id: str) -> ReplayReport:
         """Replay the task's history against this code and compare with storage."""

@@ -166,6 +166,9 @@ class WorkflowOptions(_Payload):
     failure_policy: Literal["fail", "continue"] = "fail"
     approval_timeout_s: float = 3600
     react_max_steps: int = 6
+    # False in every history recorded before agent steps could be local: they replay
+    # as the regular activities they were.
+    local_activities: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowOptions:
@@ -177,4 +180,5 @@ class WorkflowOptions(_Payload):
             failure_policy=settings.orchestrator.failure_policy,
             approval_timeout_s=settings.orchestrator.approval_timeout_s,
             react_max_steps=settings.orchestrator.react_max_steps,
+            local_activities=settings.orchestrator.local_activities,
         )

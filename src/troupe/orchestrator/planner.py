@@ -56,7 +56,12 @@ class Planner:
         self._authorizer = authorizer
 
     async def plan(self, ctx: CallContext, query: str, *, attempt: int) -> PlanResult:
-        await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
+        task = await self._journal.started(ctx.tenant_id, ctx.task_id, attempt=attempt)
+        if task.plan is not None:
+            # An earlier run planned it and died before the plan reached Temporal (a
+            # local activity's result is recorded with its workflow task): its nodes
+            # may have run already, so the same plan stands, and it is not paid twice.
+            return PlanResult(plan=task.plan, require_approval=await self._approval(ctx, task.plan))
         messages: tuple[ChatMessage, ...] = (
             ChatMessage(role="system", content=planner_prompt(self._settings.max_nodes)),
             ChatMessage(role="user", content=query),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payloads
@@ -29,6 +30,8 @@ from troupe.orchestrator.workflows.task import TaskWorkflow
 
 # Activities whose result is the task's final answer.
 _ANSWERING = ("run_simple_agent", "synthesize")
+# What Temporal's core SDK names the marker recording a local activity's outcome.
+_LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def new_replayer() -> Replayer:
@@ -107,12 +110,39 @@ class _Recorded(BaseModel):
     answer: str | None
 
 
+class _Completed(NamedTuple):
+    """An activity's successful result as the history holds it."""
+
+    order: int  # the event that scheduled (or recorded) it: a deterministic order
+    name: str
+    node_id: str | None  # run_node only
+    result: Payloads
+
+
 def _recorded_outputs(events: Sequence[HistoryEvent]) -> _Recorded:
     """Each node's output and the final answer, as the history recorded them."""
     converter = pydantic_data_converter.payload_converter
-    scheduled: dict[int, tuple[str, Payloads]] = {}
-    nodes: dict[int, tuple[str, str]] = {}  # by scheduling event: a deterministic order
+    nodes: dict[int, tuple[str, str]] = {}
     answer: str | None = None
+    for done in _completed_activities(events):
+        if done.name == "run_node":
+            assert done.node_id is not None
+            (output,) = converter.from_payloads(done.result.payloads, [str])
+            nodes[done.order] = (done.node_id, output)
+        elif done.name in _ANSWERING:
+            (answer,) = converter.from_payloads(done.result.payloads, [str])
+        elif done.name == "react_step":
+            (step,) = converter.from_payloads(done.result.payloads, [ReactStepResult])
+            if step.answer is not None:
+                answer = step.answer
+    return _Recorded(nodes=dict(nodes[k] for k in sorted(nodes)), answer=answer)
+
+
+def _completed_activities(events: Sequence[HistoryEvent]) -> Iterator[_Completed]:
+    """Regular activities (scheduled, then completed events) and local ones (a marker
+    each, whose id names the node: a marker keeps no input)."""
+    converter = pydantic_data_converter.payload_converter
+    scheduled: dict[int, tuple[str, Payloads]] = {}
     for event in events:
         if event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
@@ -120,17 +150,19 @@ def _recorded_outputs(events: Sequence[HistoryEvent]) -> _Recorded:
         elif event.HasField("activity_task_completed_event_attributes"):
             done = event.activity_task_completed_event_attributes
             name, payload_in = scheduled[done.scheduled_event_id]
+            node_id = None
             if name == "run_node":
                 (job,) = converter.from_payloads(payload_in.payloads, [NodeTask])
-                (output,) = converter.from_payloads(done.result.payloads, [str])
-                nodes[done.scheduled_event_id] = (job.node.id, output)
-            elif name in _ANSWERING:
-                (answer,) = converter.from_payloads(done.result.payloads, [str])
-            elif name == "react_step":
-                (step,) = converter.from_payloads(done.result.payloads, [ReactStepResult])
-                if step.answer is not None:
-                    answer = step.answer
-    return _Recorded(nodes=dict(nodes[k] for k in sorted(nodes)), answer=answer)
+                node_id = job.node.id
+            yield _Completed(done.scheduled_event_id, name, node_id, done.result)
+        elif event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name != _LOCAL_ACTIVITY_MARKER or "result" not in marker.details:
+                continue  # another kind of marker, or a local activity that failed
+            data = json.loads(marker.details["data"].payloads[0].data)
+            name = str(data["activity_type"])
+            node_id = str(data["activity_id"]).removeprefix("node:") if name == "run_node" else None
+            yield _Completed(event.event_id, name, node_id, marker.details["result"])
 
 
 def _digest(text: str | None) -> str | None:

@@ -87,6 +87,7 @@ def build_worker(
             activities.finish_task,
         ],
         max_concurrent_activities=settings.worker.max_concurrent_activities,
+        max_concurrent_local_activities=settings.worker.max_concurrent_activities,
         # A whole layer of a plan starts eagerly, handed back with the workflow task's
         # reply, instead of 3 (the SDK default) eagerly and the rest through a poll.
         max_eager_activity_reservations_per_workflow_task=settings.orchestrator.max_parallel_agents,

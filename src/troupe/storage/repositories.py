@@ -394,12 +394,10 @@ class SqlTaskStore:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
         await self._tx.write(_save_plan, tenant_id, task_id, plan)
 
-    async def node_started(
-        self, tenant_id: str, task_id: str, node_id: str, *, attempt: int
-    ) -> NodeStart:
-        """Mark the node running, unless an earlier attempt already finished it (then its
-        output is returned and nothing changes)."""
-        return await self._tx.write(_node_started, tenant_id, task_id, node_id, attempt)
+    async def node_started(self, tenant_id: str, task_id: str, node_id: str) -> NodeStart:
+        """Mark the node running and count the start, unless an earlier attempt already
+        finished it (then its output is returned and nothing changes)."""
+        return await self._tx.write(_node_started, tenant_id, task_id, node_id)
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
@@ -554,9 +552,12 @@ _START_NODE = (
     .where(*_NODE, task_nodes.c.status != NodeStatus.COMPLETED.value)
     .values(
         status=NodeStatus.RUNNING.value,
-        attempts=bindparam("p_attempt"),
+        # Starts are counted, not taken from Temporal: a local activity rerun after its
+        # worker died starts again at attempt 1.
+        attempts=task_nodes.c.attempts + 1,
         started_at=func.coalesce(task_nodes.c.started_at, _NOW),
     )
+    .returning(task_nodes.c.attempts)
 )
 _NODE_OUTPUT = select(task_nodes.c.output).where(*_NODE)
 _COMPLETE_NODE = (
@@ -998,14 +999,12 @@ def _save_plan(conn: Connection, tenant_id: str, task_id: str, plan: Plan) -> No
     _append(conn, tenant_id, task_id, [event])
 
 
-def _node_started(
-    conn: Connection, tenant_id: str, task_id: str, node_id: str, attempt: int
-) -> NodeStart:
+def _node_started(conn: Connection, tenant_id: str, task_id: str, node_id: str) -> NodeStart:
     key = _task_key(tenant_id, task_id)
     node = {**key, "p_node": node_id}
-    moved = conn.execute(_START_NODE, {**node, "p_attempt": attempt, "p_now": _now()})
+    attempt = conn.execute(_START_NODE, {**node, "p_now": _now()}).scalar_one_or_none()
     output: str | None = None
-    if moved.rowcount == 0:  # finished by an earlier attempt (or unknown)
+    if attempt is None:  # finished by an earlier attempt (or unknown)
         output = conn.execute(_NODE_OUTPUT, node).scalar_one_or_none()
         if output is None:
             raise NotFound(f"node {node_id} of task {task_id} not found")

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.integration.orchestrator.conftest import both_activity_kinds
 from tests.integration.orchestrator.rig import TENANT, RigFactory
 from tests.integration.orchestrator.team import Team, plan_json, team_provider
 from troupe.domain import EventType, NodeStatus, Strategy, TaskStatus
@@ -15,9 +16,12 @@ from troupe.errors import ProviderError
 pytestmark = pytest.mark.integration
 
 
-async def test_a_five_wide_fan_out_runs_its_agents_at_once(rig: RigFactory) -> None:
+@both_activity_kinds
+async def test_a_five_wide_fan_out_runs_its_agents_at_once(
+    rig: RigFactory, local_activities: bool
+) -> None:
     team = Team(plans=[plan_json(*((f"n{i}", []) for i in range(5)))], node_seconds=0.6)
-    async with rig(team_provider(team)) as r:
+    async with rig(team_provider(team), orchestrator={"local_activities": local_activities}) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.COMPLETED
         assert task.result == "the final answer"
@@ -64,15 +68,16 @@ async def test_a_diamond_passes_each_node_its_dependencies_outputs(rig: RigFacto
         assert stored.strategy is Strategy.DAG
 
 
+@both_activity_kinds
 async def test_under_the_fail_policy_a_failed_node_fails_the_task_and_stops_the_rest(
-    rig: RigFactory,
+    rig: RigFactory, local_activities: bool
 ) -> None:
     bad = ProviderError("model refused", code="provider_rejected", retryable=False)
     team = Team(
         plans=[plan_json(("slow", []), ("bad", []))], fail={"bad": bad}, seconds={"slow": 30}
     )
     team_slow = team
-    async with rig(team_provider(team)) as r:
+    async with rig(team_provider(team), orchestrator={"local_activities": local_activities}) as r:
         task = await r.until_ended((await r.submit(strategy=Strategy.DAG)).id)
         assert task.status is TaskStatus.FAILED
         assert task.error is not None
@@ -136,10 +141,13 @@ async def test_two_invalid_plans_fall_back_to_one_agent_and_say_why(rig: RigFact
         assert task.result == "one agent's answer"
 
 
-async def test_cancel_mid_dag_stops_every_running_agent(rig: RigFactory) -> None:
+@both_activity_kinds
+async def test_cancel_mid_dag_stops_every_running_agent(
+    rig: RigFactory, local_activities: bool
+) -> None:
     gate = asyncio.Event()  # never set: nodes hang until cancelled
     team = Team(plans=[plan_json(("x", []), ("y", []), ("z", ["x"]))], gate=gate)
-    async with rig(team_provider(team)) as r:
+    async with rig(team_provider(team), orchestrator={"local_activities": local_activities}) as r:
         task = await r.submit(strategy=Strategy.DAG)
         async with asyncio.timeout(30):
             while team.running < 2:

@@ -23,6 +23,7 @@ from troupe.storage.tables import TaskNodeRow
 pytestmark = pytest.mark.integration
 
 HISTORIES = Path(__file__).parents[2] / "fixtures" / "histories"
+WORKFLOWS = ("simple", "dag", "react", "approval")  # recorded as local/ and regular/
 
 
 @workflow.defn(name="TaskWorkflow", sandboxed=False)
@@ -88,19 +89,32 @@ async def test_an_incompatible_code_change_is_reported_as_nondeterministic(
 
 
 def _recorded() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+    return sorted(HISTORIES.glob("*/*.json"))
+
+
+def _name(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 
 
 def test_recorded_histories_are_present() -> None:
-    names = {p.stem for p in _recorded()}
-    assert names == {"simple", "dag", "react", "approval"}, "run tests/fixtures/histories/record.py"
+    names = {_name(p) for p in _recorded()}
+    expected = {f"{kind}/{name}" for kind in ("local", "regular") for name in WORKFLOWS}
+    assert names == expected, "run tests/fixtures/histories/record.py"
 
 
-@pytest.mark.parametrize("path", _recorded(), ids=[p.stem for p in _recorded()])
+@pytest.mark.parametrize("path", _recorded(), ids=[_name(p) for p in _recorded()])
 async def test_recorded_history_still_replays(path: Path) -> None:
-    report = await replay_history(load_history(path), replayer=new_replayer())
+    history = load_history(path)
+    report = await replay_history(history, replayer=new_replayer())
     assert report.deterministic, report.replay_error
     assert report.consistent
+    if path.stem in ("dag", "approval"):  # the outputs of its 3 nodes are read back
+        assert [n.in_history for n in report.nodes] == [True, True, True]
+    # Each kind is what its folder says: local steps leave markers, regular ones events.
+    kinds = {e.WhichOneof("attributes") for e in history.events}
+    local = "marker_recorded_event_attributes" in kinds
+    regular = "activity_task_scheduled_event_attributes" in kinds
+    assert (local, regular) == (path.parent.name == "local", path.parent.name == "regular")
 
 
 async def test_replays_of_many_histories_can_share_one_replayer() -> None:

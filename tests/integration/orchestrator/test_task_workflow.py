@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from tests.integration.orchestrator.conftest import both_activity_kinds
 from tests.integration.orchestrator.rig import TENANT, RigFactory
 from troupe.domain import EventType, TaskStatus
 from troupe.errors import ProviderError
@@ -39,11 +40,12 @@ async def test_simple_task_completes_with_result_and_metered_usage(rig: RigFacto
         ]
 
 
+@both_activity_kinds
 async def test_a_retryable_provider_failure_is_retried_and_the_task_completes(
-    rig: RigFactory,
+    rig: RigFactory, local_activities: bool
 ) -> None:
     provider = _provider([ProviderError("overloaded"), scripted_answer("fine")])
-    async with rig(provider) as r:
+    async with rig(provider, orchestrator={"local_activities": local_activities}) as r:
         task = await r.until_ended((await r.submit()).id)
         assert task.status is TaskStatus.COMPLETED
         assert len(provider.requests) == 2
@@ -88,12 +90,13 @@ async def test_a_budget_too_small_for_the_prompt_ends_the_task_before_any_call(
         assert task.usage.total_tokens == 0
 
 
+@both_activity_kinds
 async def test_cancel_stops_the_running_agent_and_ends_the_task_cancelled(
-    rig: RigFactory,
+    rig: RigFactory, local_activities: bool
 ) -> None:
     gate = asyncio.Event()  # never set: the provider call hangs until cancelled
     provider = ScriptedProvider([scripted_answer("too late")], gate=gate)
-    async with rig(provider) as r:
+    async with rig(provider, orchestrator={"local_activities": local_activities}) as r:
         task = await r.submit()
         await r.until_status(task.id, TaskStatus.RUNNING)
         await r.launcher.cancel(tenant_id=TENANT, task_id=task.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -86,9 +87,7 @@ class TaskActivities:
         ctx = _context(job.task, node_id=job.node.id)
         async with self._guarded("node"):
             query = await self._prompt(ctx, job.task.query)
-            return await self._runtime.run_node(
-                ctx, query, job.node, job.inputs, attempt=_attempt()
-            )
+            return await self._runtime.run_node(ctx, query, job.node, job.inputs)
 
     @activity.defn(name="synthesize")
     async def synthesize(self, job: SynthesisTask) -> str:
@@ -164,16 +163,19 @@ class TaskActivities:
             metrics.ACTIVITY_RETRIES.labels(activity=info.activity_type).inc()
         began = time.perf_counter()
         outcome = "error"
-        beater = asyncio.create_task(beat())
+        # A local activity is cancelled in-process and its worker's liveness is the
+        # workflow task's: it has nobody to heartbeat to.
+        beater = None if info.is_local else asyncio.create_task(beat())
         try:
             yield
             outcome = "ok"
         except TroupeError as exc:
             raise _application_error(exc) from exc
         finally:
-            beater.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beater
+            if beater is not None:
+                beater.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beater
             seconds = time.perf_counter() - began
             metrics.AGENT_SECONDS.labels(agent=agent, outcome=outcome).observe(seconds)
 
@@ -184,6 +186,11 @@ def _attempt() -> int:
 
 def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
     info = activity.info()
+    attempt = str(info.attempt)
+    if info.is_local:
+        # A local activity that dies with its worker reruns with the same attempt
+        # number; its calls must not pass for the dead run's, which are already metered.
+        attempt += "." + secrets.token_hex(4)
     return CallContext(
         tenant_id=task.tenant_id,
         task_id=task.task_id,
@@ -191,7 +198,7 @@ def _context(task: TaskInput, *, node_id: str | None = None) -> CallContext:
         session_id=task.session_id,
         actor=task.actor,
         use_cache=task.use_cache,
-        attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{info.attempt}",
+        attempt_key=f"{info.workflow_run_id}:{info.activity_id}:{attempt}",
         activity_key=f"{info.workflow_run_id}:{info.activity_id}",
         node_id=node_id,
     )

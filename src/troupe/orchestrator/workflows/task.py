@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from troupe.domain import Plan, Strategy, TaskError, TaskStatus
@@ -89,7 +94,7 @@ class TaskWorkflow:
         except asyncio.CancelledError:
             await self._finish(task, TaskStatus.CANCELLED, None)
             raise
-        except ActivityError as exc:
+        except FailureError as exc:  # an activity failed for good
             if is_cancelled_exception(exc):  # the activity acknowledged our cancel
                 await self._finish(task, TaskStatus.CANCELLED, None)
                 raise  # the workflow itself ends cancelled
@@ -163,12 +168,7 @@ class TaskWorkflow:
         )
 
     async def _record_approval(self, step: ApprovalStep) -> None:
-        await workflow.execute_activity(
-            "record_approval",
-            step,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
-        )
+        await self._bookkeeping("record_approval", step)
 
     async def _run_nodes(
         self, task: TaskInput, plan: Plan
@@ -187,7 +187,10 @@ class TaskWorkflow:
                     node = nodes[node_id]
                     inputs = tuple(outputs[d] for d in node.depends_on)
                     running[node_id] = self._start_agent(
-                        "run_node", NodeTask(task=task, node=node, inputs=inputs)
+                        "run_node",
+                        NodeTask(task=task, node=node, inputs=inputs),
+                        str,
+                        node_id=node_id,
                     )
                     started.add(node_id)
                 if not running:
@@ -201,7 +204,7 @@ class TaskWorkflow:
                         outputs[node_id] = NodeOutput(
                             node_id=node_id, role=nodes[node_id].role, output=handle.result()
                         )
-                    except ActivityError as exc:
+                    except FailureError as exc:
                         if is_cancelled_exception(exc):
                             raise
                         gaps += await self._node_failed(task, plan, node_id, exc, started)
@@ -216,7 +219,7 @@ class TaskWorkflow:
         task: TaskInput,
         plan: Plan,
         node_id: str,
-        exc: ActivityError,
+        exc: FailureError,
         started: set[str],
     ) -> list[Gap]:
         """Record a node that failed for good; end the task or skip what needed it."""
@@ -237,13 +240,11 @@ class TaskWorkflow:
     async def _record_nodes(
         self, task: TaskInput, failed: dict[str, TaskError], skipped: dict[str, str]
     ) -> None:
-        await workflow.execute_activity(
+        await self._bookkeeping(
             "record_nodes_ended",
             NodesEnded(
                 tenant_id=task.tenant_id, task_id=task.task_id, failed=failed, skipped=skipped
             ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
         )
 
     @property
@@ -251,34 +252,55 @@ class TaskWorkflow:
         assert self._options is not None
         return self._options
 
-    def _agent_options(self) -> dict[str, Any]:
+    def _start_agent(
+        self, name: str, arg: Any, result_type: type[_R], *, node_id: str | None = None
+    ) -> workflow.ActivityHandle[_R]:
+        """Start one agent step, with Temporal's retries and a cancel that waits for it.
+
+        Local (the default for new tasks): the step runs in this worker and its result
+        is recorded with the workflow task, not dispatched through the server; a dead
+        worker's unrecorded steps rerun elsewhere after the workflow task timeout, and
+        storage hands back what they had finished. Regular: dispatched to any worker;
+        a dead one is noticed by its missing heartbeats.
+        """
         options = self._opts
-        return {
+        common: dict[str, Any] = {
+            "result_type": result_type,
             "start_to_close_timeout": timedelta(seconds=options.attempt_timeout_s),
-            "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_s),
             "retry_policy": RetryPolicy(
                 initial_interval=timedelta(milliseconds=200),
                 maximum_attempts=options.max_attempts,
             ),
             "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         }
-
-    def _start_agent(self, name: str, arg: NodeTask) -> workflow.ActivityHandle[str]:
-        return workflow.start_activity(name, arg, result_type=str, **self._agent_options())
+        if options.local_activities:
+            # A local activity's record keeps no input: the id names the node it ran.
+            activity_id = f"node:{node_id}" if node_id is not None else None
+            return workflow.start_local_activity(name, arg, activity_id=activity_id, **common)
+        heartbeat = timedelta(seconds=options.heartbeat_timeout_s)
+        return workflow.start_activity(name, arg, heartbeat_timeout=heartbeat, **common)
 
     async def _agent(self, name: str, arg: Any, result_type: type[_R]) -> _R:
-        result: _R = await workflow.execute_activity(
-            name, arg, result_type=result_type, **self._agent_options()
-        )
-        return result
+        return await self._start_agent(name, arg, result_type)
 
     async def _finish(self, task: TaskInput, status: TaskStatus, error: TaskError | None) -> None:
-        await workflow.execute_activity(
+        await self._bookkeeping(
             "finish_task",
             FinishInput(tenant_id=task.tenant_id, task_id=task.task_id, status=status, error=error),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
         )
+
+    async def _bookkeeping(self, name: str, arg: Any) -> None:
+        """A short, idempotent storage write, retried until it lands. Local like the
+        agent steps when they are: a regular activity would wait for the workflow
+        task, which waits for the agent steps still running."""
+        options: dict[str, Any] = {
+            "start_to_close_timeout": timedelta(seconds=30),
+            "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200)),
+        }
+        if self._opts.local_activities:
+            await workflow.execute_local_activity(name, arg, **options)
+        else:
+            await workflow.execute_activity(name, arg, **options)
 
 
 async def _cancel_all(running: dict[str, workflow.ActivityHandle[str]]) -> None:
@@ -289,8 +311,10 @@ async def _cancel_all(running: dict[str, workflow.ActivityHandle[str]]) -> None:
         await asyncio.gather(*running.values(), return_exceptions=True)
 
 
-def _ending_for(exc: ActivityError) -> tuple[TaskStatus, TaskError]:
-    cause = exc.cause
+def _ending_for(exc: FailureError) -> tuple[TaskStatus, TaskError]:
+    # A regular activity's failure arrives wrapped in an ActivityError; a local
+    # activity's arrives as the failure itself.
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
     if isinstance(cause, ApplicationError):
         # Our errors carry their code as the first detail; anything else is a bug
         # or an outage inside the agent, reported under one stable code.
