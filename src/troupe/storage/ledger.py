@@ -117,7 +117,7 @@ class Counter:
 
 
 def reserve(
-    conn: Connection,
+    conn: Connection | sqlite3.Connection,
     *,
     tenant_id: str,
     task_id: str,
@@ -132,11 +132,12 @@ def reserve(
     (dead attempts of the same activity) are released first."""
     by_id = {b.counter: b for b in budgets}
     ids = sorted(by_id)
-    if conn.dialect.name == "postgresql":
+    db = _sqlite_of(conn)
+    if db is None:
+        assert isinstance(conn, Connection)
         return _pg_reserve(
             conn, tenant_id, task_id, call_key, [by_id[i] for i in ids], ask, stale_prefix
         )
-    db = _sqlite(conn)
     first = _sqlite_held(db, call_key)
     if first is not None:
         return first
@@ -152,16 +153,20 @@ def reserve(
         for (stale,) in held_keys:
             if stale.startswith(stale_prefix):
                 _sqlite_settle(db, task_id, stale, 0, 0)
-    db.executemany(
-        "INSERT INTO budget_counters (id, tenant_id, limit_tokens, limit_micro_usd, "
-        "used_tokens, reserved_tokens, used_micro_usd, reserved_micro_usd) "
-        "VALUES (?, ?, ?, ?, 0, 0, 0, 0) ON CONFLICT (id) DO UPDATE SET "
-        "limit_tokens = excluded.limit_tokens, limit_micro_usd = excluded.limit_micro_usd",
-        [(i, tenant_id, by_id[i].tokens, by_id[i].micro_usd) for i in ids],
-    )
+    # Counters are created on first use and take the limits of this call; the upsert
+    # hands back each one as it now stands, so no second read is needed.
+    rows = db.execute(
+        "INSERT INTO budget_counters (id, tenant_id, limit_tokens, limit_micro_usd, "  # noqa: S608
+        "used_tokens, reserved_tokens, used_micro_usd, reserved_micro_usd) VALUES "
+        + ", ".join(["(?, ?, ?, ?, 0, 0, 0, 0)"] * len(ids))
+        + " ON CONFLICT (id) DO UPDATE SET limit_tokens = excluded.limit_tokens, "
+        "limit_micro_usd = excluded.limit_micro_usd RETURNING id, limit_tokens, "
+        "limit_micro_usd, used_tokens, reserved_tokens, used_micro_usd, reserved_micro_usd",
+        [value for i in ids for value in (i, tenant_id, by_id[i].tokens, by_id[i].micro_usd)],
+    ).fetchall()
     answer = ask.answer_tokens
     short: tuple[Budget, int, int] | None = None
-    for counter in _sqlite_counters(db, ids):
+    for counter in sorted((Counter(*row) for row in rows), key=lambda c: c.id):
         budget = by_id[counter.id]
         room_tokens = (
             None
@@ -206,17 +211,24 @@ def reserve(
 
 
 def settle(
-    conn: Connection, *, task_id: str, call_key: str, tokens: int, micro_usd: int
+    conn: Connection | sqlite3.Connection,
+    *,
+    task_id: str,
+    call_key: str,
+    tokens: int,
+    micro_usd: int,
 ) -> list[Settled]:
     """Turn the call's reservation into ``tokens`` and ``micro_usd`` used, once: the
     counters after, or [] when there was nothing (left) to settle."""
-    if conn.dialect.name == "postgresql":
+    db = _sqlite_of(conn)
+    if db is None:
+        assert isinstance(conn, Connection)
         params = {"key": call_key, "task": task_id, "tokens": tokens, "usd": micro_usd}
         return [Settled(*row) for row in conn.execute(_PG_SETTLE, params)]
-    return _sqlite_settle(_sqlite(conn), task_id, call_key, tokens, micro_usd)
+    return _sqlite_settle(db, task_id, call_key, tokens, micro_usd)
 
 
-def release(conn: Connection, *, task_id: str, call_key: str) -> None:
+def release(conn: Connection | sqlite3.Connection, *, task_id: str, call_key: str) -> None:
     """Give a reservation back unused (once; nothing after a settle or a release)."""
     settle(conn, task_id=task_id, call_key=call_key, tokens=0, micro_usd=0)
 
@@ -249,6 +261,14 @@ def _sqlite(conn: Connection) -> sqlite3.Connection:
     db = conn.connection.driver_connection
     assert isinstance(db, sqlite3.Connection)
     return db
+
+
+def _sqlite_of(conn: Connection | sqlite3.Connection) -> sqlite3.Connection | None:
+    """The SQLite driver connection to work on (``Transactions.write_on_driver`` gives
+    one directly); None on PostgreSQL."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn
+    return None if conn.dialect.name == "postgresql" else _sqlite(conn)
 
 
 def _marks(ids: Sequence[str]) -> str:
