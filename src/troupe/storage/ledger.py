@@ -264,7 +264,7 @@ def _sqlite(conn: Connection) -> sqlite3.Connection:
 
 
 def _sqlite_of(conn: Connection | sqlite3.Connection) -> sqlite3.Connection | None:
-    """The SQLite driver connection to work on (``Transactions.write_on_driver`` gives
+    """The SQLite driver connection to work on (``Transactions.write_lean`` gives
     one directly); None on PostgreSQL."""
     if isinstance(conn, sqlite3.Connection):
         return conn

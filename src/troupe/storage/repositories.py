@@ -353,7 +353,7 @@ class SqlTaskStore:
         recording their call) are released first. The grant is settled when the call's
         usage is recorded, or given back by ``release``.
         """
-        return await self._tx.write_on_driver(
+        return await self._tx.write_lean(
             lambda conn: ledger.reserve(
                 conn,
                 tenant_id=tenant_id,
@@ -367,7 +367,7 @@ class SqlTaskStore:
 
     async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
-        await self._tx.write_on_driver(
+        await self._tx.write_lean(
             lambda conn: ledger.release(conn, task_id=task_id, call_key=call_key)
         )
 
@@ -376,7 +376,7 @@ class SqlTaskStore:
     ) -> list[Settled]:
         """Settle a reservation alone, without recording a call: the ledger's own
         operation (recording a call settles its reservation in the same transaction)."""
-        return await self._tx.write_on_driver(
+        return await self._tx.write_lean(
             lambda conn: ledger.settle(
                 conn, task_id=task_id, call_key=call_key, tokens=tokens, micro_usd=micro_usd
             )

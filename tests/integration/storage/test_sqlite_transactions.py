@@ -36,7 +36,7 @@ def _values(conn: Connection) -> list[str]:
 
 
 def _driver_insert(conn: Connection | sqlite3.Connection, value: str) -> None:
-    assert isinstance(conn, sqlite3.Connection)  # write_on_driver on SQLite: the driver's
+    assert isinstance(conn, sqlite3.Connection)  # write_lean on SQLite: the driver's
     conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
 
 
@@ -70,9 +70,9 @@ async def test_a_failed_transaction_leaves_nothing_and_the_next_one_works(db_fil
         with pytest.raises(RuntimeError):
             await tx.write(insert_then_fail)
         with pytest.raises(RuntimeError):
-            await tx.write_on_driver(_driver_insert_then_fail)
+            await tx.write_lean(_driver_insert_then_fail)
         await tx.write(_insert, "kept")
-        await tx.write_on_driver(_driver_insert, "driver")
+        await tx.write_lean(_driver_insert, "driver")
         assert await tx.read(_values) == ["kept", "driver"]
     finally:
         await tx.aclose()
