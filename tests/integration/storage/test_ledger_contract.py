@@ -204,3 +204,35 @@ async def test_fifty_agents_in_two_processes_never_pass_the_limit(backend: Backe
     assert one["refused"] + two["refused"] == 50 - budget // per_call  # 30 are refused
     counter = (await backend.ledger.counters([f"task:{task_id}"]))[f"task:{task_id}"]
     assert (counter.used_tokens, counter.reserved_tokens) == (budget, 0)
+
+
+async def test_redis_calls_in_one_turn_share_a_pipeline_and_survive_lost_scripts(
+    redis_url: str,
+) -> None:
+    """Concurrent calls of one process go out together, and each gets its own answer;
+    a server that lost its scripts (restarted, flushed) has them loaded again."""
+    ledger = RedisBudgetLedger(redis_url, namespace=f"test-{secrets.token_hex(4)}")
+    task = Budget(f"task:{TASKS[0]}", 1000)
+    try:
+        grants = await asyncio.gather(
+            *(
+                ledger.reserve("acme", TASKS[0], f"k{n}", budgets=[task], ask=_ask(100 + n, 50))
+                for n in range(8)
+            ),
+            return_exceptions=True,
+        )
+        # 100 + 101 + … + 107 = 828 fits; each call got the grant of its own ask.
+        assert [g.tokens for g in grants if isinstance(g, Grant)] == [100 + n for n in range(8)]
+        await ledger._redis.script_flush()
+        refused, settled = await asyncio.gather(
+            ledger.reserve("acme", TASKS[0], "big", budgets=[task], ask=_ask(900, 900)),
+            ledger.settle("acme", TASKS[0], "k0", tokens=60, micro_usd=0),
+            return_exceptions=True,
+        )
+        assert isinstance(refused, BudgetExceeded)  # one call's refusal is its own
+        assert isinstance(settled, list)
+        assert [s.used_tokens for s in settled] == [60]
+        counter = (await ledger.counters([task.counter]))[task.counter]
+        assert (counter.used_tokens, counter.reserved_tokens) == (60, 828 - 100)
+    finally:
+        await ledger.aclose()
