@@ -189,16 +189,18 @@ class Transactions:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db, *args, **kw)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     async def read(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kw: _P.kwargs
     ) -> _T:
-        """Run ``fn`` in a transaction that is rolled back (it must only read)."""
+        """Run ``fn``, which must only read; on SQLite each of its statements sees the
+        latest commit, as under PostgreSQL's read committed."""
         if self._inline is not None:
             if self._reader is None:
                 self._reader = self._inline.connect().execution_options(**_READ_ONLY)
