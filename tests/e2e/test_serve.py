@@ -214,8 +214,12 @@ def test_a_dag_survives_a_crash_mid_nodes_without_counting_any_node_twice(
     with TroupeClient(serve.url, api_key=serve.api_key) as client:
         task = client.submit_task("survive a crash in the middle", strategy="dag")
         deadline = time.monotonic() + 30
-        while not any(n.status == "running" for n in client.get_task(task.id).nodes):
-            assert time.monotonic() < deadline, "no node ever started"
+        # The simulated plan's nodes are independent: all start at once, and each call
+        # takes 1.5 s. Kill when every one has started (they start one after another).
+        while not (nodes := client.get_task(task.id).nodes) or any(
+            n.status != "running" for n in nodes
+        ):
+            assert time.monotonic() < deadline, "the nodes never all started"
             time.sleep(0.05)
     serve.kill()  # mid-nodes: their calls are in flight, nothing of theirs is recorded
     serve.start()
