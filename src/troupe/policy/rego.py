@@ -60,6 +60,17 @@ def load_policy(directory: Path, *, with_tests: bool = False) -> LoadedPolicy:
         raise ConfigError(f"policy.dir {directory} has no .rego policy files")
     engine = regorus.Engine()
     digest = hashlib.sha256()
+    if problem := _compile(engine, files, data_file, digest):
+        # Dropped here, on this thread: a regorus Engine must not be dropped on another.
+        # Raised from inside an except block, the error's traceback would keep it in a
+        # reference cycle, for the garbage collector to drop on whatever thread runs it.
+        del engine
+        raise ConfigError(problem)
+    return LoadedPolicy(engine, digest.hexdigest()[:16], _stamp(watched))
+
+
+def _compile(engine: regorus.Engine, files: list[Path], data_file: Path, digest: Any) -> str:
+    """Add the policy files and data to ``engine``; what does not compile, or ""."""
     for path in files:
         text = path.read_text(encoding="utf-8")
         digest.update(path.name.encode() + b"\0" + text.encode())
@@ -68,15 +79,15 @@ def load_policy(directory: Path, *, with_tests: bool = False) -> LoadedPolicy:
         except RuntimeError as exc:
             # regorus appends a Rust backtrace: the first lines are the error.
             detail = "\n".join(str(exc).strip().splitlines()[:6])
-            raise ConfigError(f"policy file {path} does not compile:\n{detail}") from None
+            return f"policy file {path} does not compile:\n{detail}"
     if data_file.exists():
         text = data_file.read_text(encoding="utf-8")
         digest.update(b"data.json\0" + text.encode())
         try:
             engine.add_data_json(text)
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"policy data {data_file} is not valid JSON: {exc}") from None
-    return LoadedPolicy(engine, digest.hexdigest()[:16], _stamp(watched))
+            return f"policy data {data_file} is not valid JSON: {exc}"
+    return ""
 
 
 class RegoEngine:

@@ -8,15 +8,17 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
+import regorus
 
 from troupe.domain import Actor
 from troupe.errors import ConfigError
 from troupe.policy.base import Action, Decision, input_digest
-from troupe.policy.rego import RegoEngine
+from troupe.policy.rego import RegoEngine, load_policy
 from troupe.policy.rego_tests import run_tests
 
 POLICIES = Path(__file__).parents[3] / "policies"
@@ -160,6 +162,32 @@ async def test_a_broken_policy_is_refused_and_the_last_good_one_stays(
     assert "multiagent.rego" in caplog.text
     with pytest.raises(ConfigError, match="does not compile"):
         RegoEngine(policy_copy)  # and a fresh start refuses the broken file outright
+
+
+def test_a_refused_policy_leaves_no_engine_reachable_from_its_error(tmp_path: Path) -> None:
+    """A regorus Engine must be dropped on the thread that made it. One reachable from a
+    raised error's tracebacks lives on in a reference cycle until the garbage collector
+    drops it, on whatever thread runs it (a workflow's, say), and pyo3 refuses that."""
+    (tmp_path / "broken.rego").write_text("package troupe\n\ndecision := {{{ if\n")
+    with pytest.raises(ConfigError, match="does not compile") as caught:
+        load_policy(tmp_path)
+    held = [
+        value
+        for error in _chain(caught.value)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+        for value in frame.f_locals.values()
+        if isinstance(value, regorus.Engine)
+    ]
+    assert held == []
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """The error and every error it was raised from or during."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 def test_the_rego_unit_tests_pass_and_there_are_at_least_forty() -> None:
