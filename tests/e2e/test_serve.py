@@ -107,6 +107,9 @@ def slow_serve(tmp_path: Path) -> TroupeProcess:
             "TROUPE_DATA_DIR": str(tmp_path / "data"),
             "TROUPE_LLM__SIMULATION__LATENCY_MS": "3000",
             "TROUPE_TASKS__HEARTBEAT_TIMEOUT_S": "1",
+            # A cancel reaches a running local step within 0.8 of this; a dead serve's
+            # task is taken over after it.
+            "TROUPE_TASKS__WORKFLOW_TASK_TIMEOUT_S": "1",
         },
         log=tmp_path / "serve.log",
     )
@@ -207,6 +210,9 @@ def test_a_dag_survives_a_crash_mid_nodes_without_counting_any_node_twice(
             "TROUPE_DATA_DIR": str(tmp_path / "data"),
             "TROUPE_LLM__SIMULATION__LATENCY_MS": "1500",
             "TROUPE_TASKS__HEARTBEAT_TIMEOUT_S": "1",
+            # A cancel reaches a running local step within 0.8 of this; a dead serve's
+            # task is taken over after it.
+            "TROUPE_TASKS__WORKFLOW_TASK_TIMEOUT_S": "1",
         },
         log=tmp_path / "serve.log",
     )

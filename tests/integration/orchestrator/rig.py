@@ -87,7 +87,8 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             None,
             data_dir=str(tmp_path),
             temporal={"task_queue": f"test-{secrets.token_hex(4)}"},
-            tasks={"max_attempts": 2, "heartbeat_timeout_s": 1},
+            # A cancel reaches a running local step within 0.8 s.
+            tasks={"max_attempts": 2, "heartbeat_timeout_s": 1, "workflow_task_timeout_s": 1},
             # A provider error reaches Temporal at once: these tests are about the
             # orchestrator's retries; the router's own have tests of their own.
             llm={"retry": {"attempts": 1}, **overrides.pop("llm", {})},
