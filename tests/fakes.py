@@ -56,6 +56,29 @@ class Seen:
     body: dict[str, Any]
 
 
+class _LoopbackApp:
+    """A FastAPI app served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: FastAPI, what: str) -> None:
+        self.port = free_port()
+        self._what = what
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self._what} did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
 class FakeProviderServer:
     """Serves ``/v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) and ``/v1/messages``
     (Anthropic).
@@ -64,16 +87,14 @@ class FakeProviderServer:
     """
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.seen: list[Seen] = []
         self._script: deque[Reply] = deque()
         app = FastAPI()
         app.add_api_route("/v1/chat/completions", self._answer, methods=["POST"])
         app.add_api_route("/v1/messages", self._answer, methods=["POST"])
         app.add_api_route("/v1/embeddings", self._answer, methods=["POST"])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._served = _LoopbackApp(app, "fake provider server")
+        self.port = self._served.port
 
     @property
     def base_url(self) -> str:
@@ -95,16 +116,10 @@ class FakeProviderServer:
         return JSONResponse(body, status_code=reply.status, headers=reply.headers)
 
     def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake provider server did not start")
-            time.sleep(0.01)
+        self._served.start()
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._served.stop()
 
 
 @contextmanager
@@ -122,13 +137,11 @@ class FakeCollector:
     (``POST /v1/traces``, protobuf)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.exports: list[bytes] = []
         app = FastAPI()
         app.add_api_route("/v1/traces", self._export, methods=["POST"])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._served = _LoopbackApp(app, "fake collector")
+        self.port = self._served.port
 
     @property
     def endpoint(self) -> str:
@@ -139,14 +152,8 @@ class FakeCollector:
         return Response(b"", media_type="application/x-protobuf")
 
     def __enter__(self) -> FakeCollector:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake collector did not start")
-            time.sleep(0.01)
+        self._served.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._served.stop()

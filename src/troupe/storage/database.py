@@ -156,10 +156,9 @@ class Transactions:
     ) -> _T:
         """Run ``fn`` in a write transaction, committed when it returns."""
         if self._inline is not None:
-            if self._writer is None:
-                self._writer = self._inline.connect()
-            with self._writer.begin():
-                return fn(self._writer, *args, **kw)
+            writer = self._writer_connection(self._inline)
+            with writer.begin():
+                return fn(writer, *args, **kw)
         async with self._async.begin() as aconn:
             return await aconn.run_sync(fn, *args, **kw)
 
@@ -182,9 +181,7 @@ class Transactions:
             async with self._async.connect() as aconn:
                 autocommit = await aconn.execution_options(isolation_level="AUTOCOMMIT")
                 return await autocommit.run_sync(fn, *args, **kw)
-        if self._writer is None:
-            self._writer = self._inline.connect()
-        db = self._writer.connection.driver_connection
+        db = self._writer_connection(self._inline).connection.driver_connection
         assert isinstance(db, sqlite3.Connection)
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -195,6 +192,11 @@ class Transactions:
                 db.execute("ROLLBACK")
             raise
         return result
+
+    def _writer_connection(self, inline: Engine) -> Connection:
+        if self._writer is None:
+            self._writer = inline.connect()
+        return self._writer
 
     async def read(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kw: _P.kwargs
