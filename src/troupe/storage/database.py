@@ -25,7 +25,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # The newest migration. Start-up compares the database with it without importing
 # Alembic (~0.2 s); a test keeps it equal to the migration scripts' head.
-SCHEMA_HEAD = "0012"
+SCHEMA_HEAD = "0013"
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -168,19 +168,13 @@ class Transactions:
         *args: _P.args,
         **kw: _P.kwargs,
     ) -> _T:
-        """A write with the least overhead each database allows, for the budget
-        ledger's hot path (two per LLM call, on the same few rows for everyone).
-
-        SQLite: ``fn`` gets the driver's connection (the stdlib ``sqlite3`` API), and
-        the transaction is begun and committed on it directly, without SQLAlchemy's
-        bookkeeping (a fifth of the ledger's cost). PostgreSQL: ``fn`` gets SQLAlchemy's
-        ``Connection`` in autocommit and must make exactly one statement (a function
-        call), which is its own transaction: the row locks it takes are released when
-        it commits, not one client round trip later."""
+        """A write with the least overhead, for the budget ledger's hot path on SQLite
+        (two per LLM call, on the same few rows for everyone): ``fn`` gets the driver's
+        connection (the stdlib ``sqlite3`` API), and the transaction is begun and
+        committed on it directly, without SQLAlchemy's bookkeeping (a fifth of the
+        ledger's cost). PostgreSQL: as ``write`` (the ledger batches there instead)."""
         if self._inline is None:
-            async with self._async.connect() as aconn:
-                autocommit = await aconn.execution_options(isolation_level="AUTOCOMMIT")
-                return await autocommit.run_sync(fn, *args, **kw)
+            return await self.write(fn, *args, **kw)
         db = self._writer_connection(self._inline).connection.driver_connection
         assert isinstance(db, sqlite3.Connection)
         db.execute("BEGIN IMMEDIATE")

@@ -49,6 +49,7 @@ from troupe.domain import (
 )
 from troupe.errors import NotFound, RateLimited
 from troupe.storage import ledger
+from troupe.storage.batching import Batcher
 from troupe.storage.database import Transactions
 from troupe.storage.ledger import Ask, Budget, Counter, Grant, Settled
 from troupe.storage.tables import (
@@ -202,6 +203,16 @@ class SqlTaskStore:
         self._tx = Transactions(engine)
         # Share of a tenant's daily limit whose crossing raises a budget.alert event.
         self._threshold = alert_threshold
+        # PostgreSQL: the ledger's own reserves and settles go out in batches, one commit
+        # for all that wait (group commit). SQLite commits are cheap: each runs inline.
+        self._ledger_batches: Batcher[ledger.LedgerOp, ledger.LedgerAnswer] | None = None
+        if self._tx.dialect == "postgresql":
+            self._ledger_batches = Batcher(self._send_ledger_batch)
+
+    async def _send_ledger_batch(
+        self, ops: list[ledger.LedgerOp]
+    ) -> list[ledger.LedgerAnswer | Exception]:
+        return await self._tx.write(ledger.run_batch, ops)
 
     async def aclose(self) -> None:
         await self._tx.aclose()
@@ -353,6 +364,11 @@ class SqlTaskStore:
         recording their call) are released first. The grant is settled when the call's
         usage is recorded, or given back by ``release``.
         """
+        if self._ledger_batches is not None:
+            op = ledger.Reservation(tenant_id, task_id, call_key, budgets, ask, stale_prefix)
+            grant = await self._ledger_batches.run(op)
+            assert isinstance(grant, Grant)
+            return grant
         return await self._tx.write_lean(
             lambda conn: ledger.reserve(
                 conn,
@@ -367,6 +383,9 @@ class SqlTaskStore:
 
     async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
+        if self._ledger_batches is not None:
+            await self._ledger_batches.run(ledger.Settlement(task_id, call_key, 0, 0))
+            return
         await self._tx.write_lean(
             lambda conn: ledger.release(conn, task_id=task_id, call_key=call_key)
         )
@@ -376,6 +395,12 @@ class SqlTaskStore:
     ) -> list[Settled]:
         """Settle a reservation alone, without recording a call: the ledger's own
         operation (recording a call settles its reservation in the same transaction)."""
+        if self._ledger_batches is not None:
+            settled = await self._ledger_batches.run(
+                ledger.Settlement(task_id, call_key, tokens, micro_usd)
+            )
+            assert isinstance(settled, list)
+            return settled
         return await self._tx.write_lean(
             lambda conn: ledger.settle(
                 conn, task_id=task_id, call_key=call_key, tokens=tokens, micro_usd=micro_usd

@@ -206,26 +206,49 @@ async def test_fifty_agents_in_two_processes_never_pass_the_limit(backend: Backe
     assert (counter.used_tokens, counter.reserved_tokens) == (budget, 0)
 
 
-async def test_redis_calls_in_one_turn_share_a_pipeline_and_survive_lost_scripts(
-    redis_url: str,
+async def test_concurrent_calls_of_one_process_each_get_their_own_answer(
+    backend: Backend,
 ) -> None:
-    """Concurrent calls of one process go out together, and each gets its own answer;
-    a server that lost its scripts (restarted, flushed) has them loaded again."""
+    """PostgreSQL and Redis send one process's concurrent calls together (one
+    transaction, one pipeline); each call still gets the answer it would get alone, in
+    the order the calls were made."""
+    ledger, task_id = backend.ledger, TASKS[0]
+    task = Budget(f"task:{task_id}", 1000)
+    await ledger.reserve("acme", task_id, "held", budgets=[task], ask=_ask(100, 50))
+    answers = await asyncio.gather(
+        *(
+            ledger.reserve("acme", task_id, f"k{n}", budgets=[task], ask=_ask(100 + n, 50))
+            for n in range(7)
+        ),
+        ledger.reserve("acme", task_id, "big", budgets=[task], ask=_ask(900, 900)),
+        ledger.settle("acme", task_id, "held", tokens=60, micro_usd=0),
+        ledger.reserve("acme", task_id, "after", budgets=[task], ask=_ask(500, 50)),
+        ledger.release("acme", task_id, "k0"),
+        return_exceptions=True,
+    )
+    # 100 held + 100 + 101 + … + 106 = 821 of 1,000: the big call's 900 do not fit.
+    assert [g.tokens for g in answers[:7] if isinstance(g, Grant)] == [100 + n for n in range(7)]
+    assert isinstance(answers[7], BudgetExceeded)
+    settled = answers[8]
+    assert isinstance(settled, list)
+    assert [s.used_tokens for s in settled] == [60]
+    # The settle gave back 40: 1,000 - 60 - 721 = 219 is what the last reserve finds.
+    assert isinstance(answers[9], Grant)
+    assert answers[9].tokens == 219
+    counter = (await ledger.counters([task.counter]))[task.counter]
+    assert (counter.used_tokens, counter.reserved_tokens) == (60, 721 - 100 + 219)
+
+
+async def test_redis_survives_lost_scripts(redis_url: str) -> None:
+    """A server that lost the ledger's scripts (restarted, flushed) has them loaded
+    again, and the calls of the turn that found them gone each get their own answer."""
     ledger = RedisBudgetLedger(redis_url, namespace=f"test-{secrets.token_hex(4)}")
     task = Budget(f"task:{TASKS[0]}", 1000)
     try:
-        grants = await asyncio.gather(
-            *(
-                ledger.reserve("acme", TASKS[0], f"k{n}", budgets=[task], ask=_ask(100 + n, 50))
-                for n in range(8)
-            ),
-            return_exceptions=True,
-        )
-        # 100 + 101 + … + 107 = 828 fits; each call got the grant of its own ask.
-        assert [g.tokens for g in grants if isinstance(g, Grant)] == [100 + n for n in range(8)]
+        await ledger.reserve("acme", TASKS[0], "k0", budgets=[task], ask=_ask(100, 50))
         await ledger._redis.script_flush()
         refused, settled = await asyncio.gather(
-            ledger.reserve("acme", TASKS[0], "big", budgets=[task], ask=_ask(900, 900)),
+            ledger.reserve("acme", TASKS[0], "big", budgets=[task], ask=_ask(950, 950)),
             ledger.settle("acme", TASKS[0], "k0", tokens=60, micro_usd=0),
             return_exceptions=True,
         )
@@ -233,6 +256,6 @@ async def test_redis_calls_in_one_turn_share_a_pipeline_and_survive_lost_scripts
         assert isinstance(settled, list)
         assert [s.used_tokens for s in settled] == [60]
         counter = (await ledger.counters([task.counter]))[task.counter]
-        assert (counter.used_tokens, counter.reserved_tokens) == (60, 828 - 100)
+        assert (counter.used_tokens, counter.reserved_tokens) == (60, 0)
     finally:
         await ledger.aclose()

@@ -1,10 +1,14 @@
-"""The budget ledger in Redis: reserve and settle as one Lua script each.
+"""The budget ledger in Redis: reserves and settles in one Lua script.
 
 The same semantics as the database ledger (``storage/ledger.py``): a call reserves its
 ask against every budget at once, all or none; a repeated key gets its first grant;
 stale reservations of the task are released first; a settle or a release happens
 once (whoever deletes the reservation does it). A script runs alone on the server, so
-no lock is held and no two reservations interleave; each takes ~20 µs of server time.
+no lock is held and no two reservations interleave; each operation takes ~20 µs of
+server time. The operations this process's agents ask for while a script is on its way
+go out together as the next one (``storage/batching.py``): one command, one JSON
+argument and one reply for all of them, which is most of what an operation costs the
+client.
 
 Keys (``troupe:`` by default): ``budget:<counter id>`` a hash per counter (``lt``,
 ``lu`` limits, ``ut``/``rt`` used/reserved tokens, ``uu``/``ru`` micro-dollars);
@@ -24,9 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
+from troupe.storage.batching import Batcher
 from troupe.storage.ledger import Ask, Budget, Counter, Grant, Settled, refusal
 
 _COMMON = """
@@ -56,131 +60,80 @@ local function settle(key, task, tokens, usd)
 end
 """
 
-# ARGV: prefix, then one JSON array: key, task, tenant, stale prefix ('' for none),
-# prompt, answer, min answer, input price, output price, then [id, limit tokens, limit
-# usd] per budget ('' for no limit). One JSON argument is far cheaper for the client to
-# send than twenty. Returns {answer, tokens, usd} or {answer, -1, -1, short id, room
-# tokens, room usd}.
-_RESERVE = (
+# ARGV: prefix, then the batch as one JSON array of operations (one JSON argument is far
+# cheaper for the client to send than twenty per operation):
+#   {"r", {key, task, tenant, stale prefix ('' for none), prompt, answer, min answer,
+#          input price, output price, {id, limit tokens, limit usd} per budget ('' for
+#          no limit)}}: a reserve; its answer {answer, tokens, usd}, or {answer, -1, -1,
+#          short id, room tokens, room usd} when it does not fit;
+#   {"s", key, task, tokens, usd}: a settle; its answer the counters after, or {}.
+# An operation that fails answers {"!", error} and leaves the others alone.
+_BATCH = (
     _COMMON
     + """
-local a = cjson.decode(ARGV[2])
-local key, task, tenant, stale = a[1], a[2], a[3], a[4]
-local prompt, answer, min_answer, pin, pout = a[5], a[6], a[7], a[8], a[9]
-local n = #a - 9
-local rkey = prefix .. 'resv:' .. key
-local held = redis.call('HMGET', rkey, 'a', 't', 'u')
-if held[1] then return {tonumber(held[1]), tonumber(held[2]), tonumber(held[3])} end
-if stale ~= '' then
-  for _, k in ipairs(redis.call('SMEMBERS', prefix .. 'task-resv:' .. task)) do
-    if string.sub(k, 1, #stale) == stale then settle(k, task, 0, 0) end
-  end
-end
-local best, short, short_t, short_u = answer, nil, '', ''
-local ids = {}
-for i = 1, n do
-  local b = a[9 + i]
-  local id, lt, lu = b[1], num(b[2]), num(b[3])
-  ids[i] = id
-  local ckey = prefix .. 'budget:' .. id
-  redis.call('HSET', ckey, 'lt', b[2], 'lu', b[3])
-  local c = redis.call('HMGET', ckey, 'ut', 'rt', 'uu', 'ru')
-  local ut, rt, uu, ru = num(c[1]) or 0, num(c[2]) or 0, num(c[3]) or 0, num(c[4]) or 0
-  local fits, room_t, room_u = answer, nil, nil
-  if lt then room_t = lt - ut - rt; fits = math.min(fits, room_t - prompt) end
-  if lu then
-    room_u = lu - uu - ru
-    if pout > 0 then
-      fits = math.min(fits, math.floor((room_u * 1000000 - prompt * pin) / pout))
-    elseif math.ceil(prompt * pin / 1000000) > room_u then
-      fits = -1
+local function reserve(a)
+  local key, task, tenant, stale = a[1], a[2], a[3], a[4]
+  local prompt, answer, min_answer, pin, pout = a[5], a[6], a[7], a[8], a[9]
+  local n = #a - 9
+  local rkey = prefix .. 'resv:' .. key
+  local held = redis.call('HMGET', rkey, 'a', 't', 'u')
+  if held[1] then return {tonumber(held[1]), tonumber(held[2]), tonumber(held[3])} end
+  if stale ~= '' then
+    for _, k in ipairs(redis.call('SMEMBERS', prefix .. 'task-resv:' .. task)) do
+      if string.sub(k, 1, #stale) == stale then settle(k, task, 0, 0) end
     end
   end
-  if fits < best then best, short, short_t, short_u = fits, id, room_t or '', room_u or '' end
+  local best, short, short_t, short_u = answer, nil, '', ''
+  local ids = {}
+  for i = 1, n do
+    local b = a[9 + i]
+    local id, lt, lu = b[1], num(b[2]), num(b[3])
+    ids[i] = id
+    local ckey = prefix .. 'budget:' .. id
+    redis.call('HSET', ckey, 'lt', b[2], 'lu', b[3])
+    local c = redis.call('HMGET', ckey, 'ut', 'rt', 'uu', 'ru')
+    local ut, rt, uu, ru = num(c[1]) or 0, num(c[2]) or 0, num(c[3]) or 0, num(c[4]) or 0
+    local fits, room_t, room_u = answer, nil, nil
+    if lt then room_t = lt - ut - rt; fits = math.min(fits, room_t - prompt) end
+    if lu then
+      room_u = lu - uu - ru
+      if pout > 0 then
+        fits = math.min(fits, math.floor((room_u * 1000000 - prompt * pin) / pout))
+      elseif math.ceil(prompt * pin / 1000000) > room_u then
+        fits = -1
+      end
+    end
+    if fits < best then best, short, short_t, short_u = fits, id, room_t or '', room_u or '' end
+  end
+  if best < min_answer then return {best, -1, -1, short, short_t, short_u} end
+  local tokens = prompt + best
+  local usd = math.ceil((prompt * pin + best * pout) / 1000000)
+  for i = 1, n do
+    local ckey = prefix .. 'budget:' .. ids[i]
+    redis.call('HINCRBY', ckey, 'rt', tokens)
+    redis.call('HINCRBY', ckey, 'ru', usd)
+  end
+  redis.call('HSET', rkey, 'task', task, 'tenant', tenant, 't', tokens, 'u', usd, 'a', best,
+             'ids', cjson.encode(ids))
+  redis.call('SADD', prefix .. 'task-resv:' .. task, key)
+  return {best, tokens, usd}
 end
-if best < min_answer then return {best, -1, -1, short, short_t, short_u} end
-local tokens = prompt + best
-local usd = math.ceil((prompt * pin + best * pout) / 1000000)
-for i = 1, n do
-  local ckey = prefix .. 'budget:' .. ids[i]
-  redis.call('HINCRBY', ckey, 'rt', tokens)
-  redis.call('HINCRBY', ckey, 'ru', usd)
+local out = {}
+for i, op in ipairs(cjson.decode(ARGV[2])) do
+  local ok, answer
+  if op[1] == 'r' then
+    ok, answer = pcall(reserve, op[2])
+  else
+    ok, answer = pcall(settle, op[2], op[3], op[4], op[5])
+  end
+  if ok then out[i] = answer else out[i] = {'!', tostring(answer)} end
 end
-redis.call('HSET', rkey, 'task', task, 'tenant', tenant, 't', tokens, 'u', usd, 'a', best,
-           'ids', cjson.encode(ids))
-redis.call('SADD', prefix .. 'task-resv:' .. task, key)
-return {best, tokens, usd}
-"""
-)
-
-# ARGV: prefix, key, task, tokens, usd. Returns the counters after, or {}.
-_SETTLE = (
-    _COMMON
-    + """
-return settle(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+return out
 """
 )
 
 
 _OPERATION_TIMEOUT_S = 5.0
-
-
-class _ScriptBatcher:
-    """Sends the scripts this process's callers start in one event-loop turn as one
-    pipeline (no MULTI): one round trip, one connection checkout and one write for all
-    of them, each script still atomic on the server. Under load (many agents settling
-    and reserving at once) that is most of the client's cost per call; a lone call
-    waits for nothing, its pipeline leaves in the same turn."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._pending: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def run(self, script: AsyncScript, args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, args, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._send_pending)
-        return await future
-
-    def _send_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._pipeline(batch)
-            if any(isinstance(r, NoScriptError) for r in results):
-                # The server lost its scripts (restarted, flushed): load and send again.
-                for script in {id(s): s for s, _, _ in batch}.values():
-                    script.sha = await self._redis.script_load(script.script)
-                results = await self._pipeline(batch)
-        except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():  # its caller gave up (timeout, cancel)
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _pipeline(
-        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
-    ) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for script, args, _ in batch:
-                pipe.evalsha(script.sha, 0, *args)
-            return await pipe.execute(raise_on_error=False)
 
 
 class RedisBudgetLedger:
@@ -192,9 +145,16 @@ class RedisBudgetLedger:
         # operation is bounded by one asyncio.timeout instead (at redis-py's default).
         self._redis: Redis = Redis.from_url(url, socket_timeout=None)
         self._prefix = f"{namespace}:"
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._scripts = _ScriptBatcher(self._redis)
+        # Loaded again by redis-py when the server lost it (restarted, flushed).
+        self._script = self._redis.register_script(_BATCH)
+        self._batches: Batcher[list[Any], Any] = Batcher(self._send)
+
+    async def _send(self, ops: list[list[Any]]) -> list[Any]:
+        answers = await self._script(args=[self._prefix, json.dumps(ops)])
+        return [
+            ResponseError(_text(a[1])) if a and isinstance(a[0], bytes) and a[0] == b"!" else a
+            for a in answers
+        ]
 
     async def reserve(
         self,
@@ -220,7 +180,7 @@ class RedisBudgetLedger:
         ]
         request += [[b.counter, _blank(b.tokens), _blank(b.micro_usd)] for b in ordered]
         async with asyncio.timeout(_OPERATION_TIMEOUT_S):
-            reply = await self._scripts.run(self._reserve, [self._prefix, json.dumps(request)])
+            reply = await self._batches.run(["r", request])
         answer, tokens, usd, *short = reply
         if tokens == -1:
             counter, room_tokens, room_usd = (_text(v) for v in short)
@@ -232,9 +192,7 @@ class RedisBudgetLedger:
         self, tenant_id: str, task_id: str, call_key: str, *, tokens: int, micro_usd: int
     ) -> list[Settled]:
         async with asyncio.timeout(_OPERATION_TIMEOUT_S):
-            rows = await self._scripts.run(
-                self._settle, [self._prefix, call_key, task_id, tokens, micro_usd]
-            )
+            rows = await self._batches.run(["s", call_key, task_id, tokens, micro_usd])
         return [
             Settled(_text(r[0]), int(r[1]), int(r[2]), _limit(r[3]), _limit(r[4])) for r in rows
         ]
