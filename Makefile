@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test serve lint fmt typecheck install clean bench promtool pytest
+.PHONY: demo test serve lint fmt typecheck install clean bench promtool pytest pytest-e2e pytest-rest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,13 +34,21 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The type check (about a minute from a cold cache) runs beside the tests.
+# The type check (about a minute from a cold cache) runs beside the tests, and the
+# end-to-end tests (mostly waiting on the servers they start) beside the others; each
+# part's output is printed when it ends.
 test: lint promtool
 	$(BIN)/troupe policy test
-	$(MAKE) --no-print-directory -j2 typecheck pytest
+	$(MAKE) --no-print-directory -j3 --output-sync=target typecheck pytest-e2e pytest-rest
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+pytest-e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+pytest-rest: $(STAMP)
+	$(BIN)/pytest --ignore=tests/e2e
 
 # promtool (alert rule tests) comes only with Debian's prometheus package: installed
 # when missing and apt can; otherwise the promtool tests fail and say how to get it.
