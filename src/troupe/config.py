@@ -425,6 +425,10 @@ class OrchestratorSettings(_Section):
     # Agent steps as local activities of the worker running the task's workflow;
     # false: regular activities, dispatched through the Temporal server (docs/orchestration.md).
     local_activities: bool = True
+    # Run workflow code in temporalio's sandbox, which refuses non-deterministic calls
+    # (clock, randomness, I/O) as they happen. The workflow code is Troupe's own: the
+    # test suite runs it sandboxed, so production need not pay for the checks.
+    workflow_sandbox: bool = False
 
 
 class EmbeddingSettings(_Section):

@@ -92,6 +92,8 @@ def rig(temporal_address: str, tmp_path: Path) -> RigFactory:
             # A provider error reaches Temporal at once: these tests are about the
             # orchestrator's retries; the router's own have tests of their own.
             llm={"retry": {"attempts": 1}, **overrides.pop("llm", {})},
+            # The workflow code runs under the sandbox's determinism checks here.
+            orchestrator={"workflow_sandbox": True, **overrides.pop("orchestrator", {})},
             **overrides,
         )
         engine = database.create_engine(settings.database_url)
