@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from redis.exceptions import ResponseError
 
 from tests.servers import create_database, drop_database
 from troupe.domain import Strategy
@@ -257,5 +258,26 @@ async def test_redis_survives_lost_scripts(redis_url: str) -> None:
         assert [s.used_tokens for s in settled] == [60]
         counter = (await ledger.counters([task.counter]))[task.counter]
         assert (counter.used_tokens, counter.reserved_tokens) == (60, 0)
+    finally:
+        await ledger.aclose()
+
+
+async def test_redis_an_operation_that_fails_fails_alone(redis_url: str) -> None:
+    """One script runs a whole batch; an operation that fails there (here a settle of
+    a malformed amount, which the typed API cannot send) changes nothing and answers
+    its own error, and the operations beside it take effect."""
+    ledger = RedisBudgetLedger(redis_url, namespace=f"test-{secrets.token_hex(4)}")
+    task = Budget(f"task:{TASKS[0]}", 1000)
+    try:
+        await ledger.reserve("acme", TASKS[0], "bad", budgets=[task], ask=_ask(100, 50))
+        answers: list[object] = await asyncio.gather(
+            ledger._batches.run(["s", "bad", TASKS[0], "not a number", 0]),
+            ledger.reserve("acme", TASKS[0], "good", budgets=[task], ask=_ask(200, 50)),
+            return_exceptions=True,
+        )
+        assert isinstance(answers[0], ResponseError)
+        assert isinstance(answers[1], Grant)
+        counter = (await ledger.counters([task.counter]))[task.counter]
+        assert counter.reserved_tokens == 300  # the good grant, beside the one still held
     finally:
         await ledger.aclose()

@@ -40,6 +40,9 @@ local function num(v)
   return tonumber(v)
 end
 local function settle(key, task, tokens, usd)
+  -- Checked before anything is written: Redis keeps a failed script's earlier writes.
+  tokens, usd = tonumber(tokens), tonumber(usd)
+  if not tokens or not usd then error('a settle takes numbers of tokens and micro-dollars') end
   local rkey = prefix .. 'resv:' .. key
   local r = redis.call('HMGET', rkey, 'task', 't', 'u', 'ids')
   if not r[1] or r[1] ~= task then return {} end

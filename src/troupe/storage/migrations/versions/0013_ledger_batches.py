@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
-
-from alembic import op
+from typing import Any
 
 revision = "0013"
 down_revision = "0012"
@@ -23,19 +22,13 @@ branch_labels = None
 depends_on = None
 
 
+def _functions_of_0008() -> dict[str, Any]:
+    return runpy.run_path(str(Path(__file__).with_name("0008_ledger_functions.py")))
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.execute(
-        "DROP FUNCTION IF EXISTS troupe_reserve(text, text, text, text[], bigint[], bigint[], "
-        "bigint, bigint, bigint, bigint, bigint, text)"
-    )
-    op.execute("DROP FUNCTION IF EXISTS troupe_settle(text, text, bigint, bigint)")
+    _functions_of_0008()["downgrade"]()  # drops them (PostgreSQL only)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    functions = runpy.run_path(str(Path(__file__).with_name("0008_ledger_functions.py")))
-    op.execute(functions["SETTLE"])
-    op.execute(functions["RESERVE"])
+    _functions_of_0008()["upgrade"]()  # makes them again (PostgreSQL only)
