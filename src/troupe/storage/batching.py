@@ -24,8 +24,8 @@ Send = Callable[[list[_Op]], Awaitable[Sequence[_R | Exception]]]
 
 
 class Batcher(Generic[_Op, _R]):
-    """Runs operations through ``send`` in batches of at most ``max_batch``, with at
-    most ``max_in_flight`` batches on their way at once.
+    """Runs operations through ``send`` in batches of at most ``max_batch``, one batch
+    on its way at a time.
 
     A batch that fails as a whole (a dropped connection, a deadlock the database broke)
     is sent again one operation at a time, so that only an operation that fails alone
@@ -34,19 +34,18 @@ class Batcher(Generic[_Op, _R]):
     once sent, its operation takes effect like any other.
     """
 
-    def __init__(self, send: Send[_Op, _R], *, max_batch: int = 64, max_in_flight: int = 1):
+    def __init__(self, send: Send[_Op, _R], *, max_batch: int = 64):
         self._send = send
         self._max_batch = max_batch
-        self._max_in_flight = max_in_flight
         self._waiting: list[tuple[_Op, asyncio.Future[_R]]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: asyncio.Task[None] | None = None
         self._scheduled = False
 
     async def run(self, op: _Op) -> _R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
         self._waiting.append((op, future))
-        if not self._scheduled and len(self._in_flight) < self._max_in_flight:
+        if not self._scheduled and self._in_flight is None:
             # Sent at the end of this event-loop turn, with whatever else it brings.
             self._scheduled = True
             loop.call_soon(self._dispatch)
@@ -54,18 +53,15 @@ class Batcher(Generic[_Op, _R]):
 
     def _dispatch(self) -> None:
         self._scheduled = False
-        while self._waiting and len(self._in_flight) < self._max_in_flight:
-            self._waiting = [(op, f) for op, f in self._waiting if not f.done()]
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            if not batch:
-                return
-            task = asyncio.create_task(self._deliver(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._sent)
+        self._waiting = [(op, f) for op, f in self._waiting if not f.done()]
+        batch = self._waiting[: self._max_batch]
+        del self._waiting[: self._max_batch]
+        if batch:
+            self._in_flight = asyncio.create_task(self._deliver(batch))
+            self._in_flight.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+    def _sent(self, _: asyncio.Task[None]) -> None:
+        self._in_flight = None
         if self._waiting and not self._scheduled:
             self._dispatch()
 
