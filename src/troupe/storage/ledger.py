@@ -18,7 +18,7 @@ contract suite (``tests/integration/storage/test_budget_ledger.py``):
   statement overhead would cost more than SQLite itself.
 - PostgreSQL: operations in batches (``run_batch``): the store sends the reserves and
   settles its agents ask for while a batch is on its way as the next one
-  (``storage/batching.py``). A batch is four statements and one commit, whatever its
+  (``storage/batching.py``). A batch is five statements and one commit, whatever its
   size: hot counters are locked (in id order, so batches cannot deadlock), worked out
   here and written back once. A counter's row lock is held until the commit is on
   disk, so on hot budgets one commit per operation, not the database's work, was the
@@ -374,19 +374,13 @@ _PG_HELD = text(
     "FROM budget_reservations WHERE call_key = ANY(CAST(:keys AS text[])) "
     "OR task_id = ANY(CAST(:tasks AS text[])) ORDER BY call_key FOR UPDATE"
 )
-# The reserves' tasks that exist, with the counters those reserves name made if new
-# (in id order, each with the limits of the first reserve naming it): one round trip.
-_PG_TASKS_AND_NEW_COUNTERS = text(
-    "WITH known AS (SELECT id, tenant_id FROM tasks WHERE id = ANY(CAST(:tasks AS text[]))), "
-    "made AS (INSERT INTO budget_counters (id, tenant_id, limit_tokens, limit_micro_usd, "
-    "used_tokens, reserved_tokens, used_micro_usd, reserved_micro_usd) "
-    "SELECT DISTINCT ON (u.id) u.id, u.tenant, u.lt, u.lu, 0, 0, 0, 0 "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:task_of AS text[]), CAST(:tenants AS text[]), "
-    "CAST(:lt AS bigint[]), CAST(:lu AS bigint[])) WITH ORDINALITY "
-    "AS u(id, task, tenant, lt, lu, n) "
-    "JOIN known k ON k.id = u.task AND k.tenant_id = u.tenant ORDER BY u.id, u.n "
-    "ON CONFLICT ON CONSTRAINT pk_budget_counters DO NOTHING) "
-    "SELECT id, tenant_id FROM known"
+_PG_TASKS = text("SELECT id, tenant_id FROM tasks WHERE id = ANY(CAST(:ids AS text[]))")
+_PG_NEW_COUNTERS = text(
+    "INSERT INTO budget_counters (id, tenant_id, limit_tokens, limit_micro_usd, used_tokens, "
+    "reserved_tokens, used_micro_usd, reserved_micro_usd) "
+    "SELECT u.id, u.tenant, u.lt, u.lu, 0, 0, 0, 0 FROM unnest(CAST(:ids AS text[]), "
+    "CAST(:tenants AS text[]), CAST(:lt AS bigint[]), CAST(:lu AS bigint[])) "
+    "AS u(id, tenant, lt, lu) ORDER BY u.id ON CONFLICT ON CONSTRAINT pk_budget_counters DO NOTHING"
 )
 _PG_LOCK = text(
     "SELECT id, limit_tokens, limit_micro_usd, used_tokens, reserved_tokens, "
@@ -427,13 +421,12 @@ class _Held:
 
 
 def run_batch(conn: Connection, ops: Sequence[LedgerOp]) -> list[LedgerAnswer | Exception]:
-    """PostgreSQL: ``ops`` in order, in ``conn``'s transaction, in four statements
+    """PostgreSQL: ``ops`` in order, in ``conn``'s transaction, in five statements
     whatever their number; each one's answer, or the error (a refusal, an unknown
     task) to raise for it.
 
     The batch locks the reservations it may settle, release or hand back (key order),
-    checks its reserves' tasks and makes any new counter, locks every counter it may
-    touch (id order), works
+    then makes any new counter and locks every counter it may touch (id order), works
     the operations out here, and writes the counters and reservations back in one
     statement. Every batch (a lone reserve or settle is a batch of one) takes its locks
     in that order, so two cannot deadlock on them.
@@ -451,21 +444,25 @@ def run_batch(conn: Connection, ops: Sequence[LedgerOp]) -> list[LedgerAnswer | 
         counters = json.loads(row.counters)
         held[row.call_key] = _Held(row.task_id, row.tenant_id, grant, counters, stored=True)
     tasks: set[tuple[str, str]] = set()
-    named = [(op, budget) for op in reserves for budget in op.budgets]
+    newcomers: dict[str, tuple[str, Budget]] = {}
     if reserves:
-        rows = conn.execute(
-            _PG_TASKS_AND_NEW_COUNTERS,
-            {
-                "tasks": sorted({op.task_id for op in reserves}),
-                "ids": [budget.counter for _, budget in named],
-                "task_of": [op.task_id for op, _ in named],
-                "tenants": [op.tenant_id for op, _ in named],
-                "lt": [budget.tokens for _, budget in named],
-                "lu": [budget.micro_usd for _, budget in named],
-            },
-        )
-        tasks = {(row.id, row.tenant_id) for row in rows}
-    newcomers = {b.counter for op, b in named if (op.task_id, op.tenant_id) in tasks}
+        task_ids = sorted({op.task_id for op in reserves})
+        tasks = {(r.id, r.tenant_id) for r in conn.execute(_PG_TASKS, {"ids": task_ids})}
+        for op in reserves:
+            if (op.task_id, op.tenant_id) in tasks:
+                for budget in op.budgets:
+                    newcomers.setdefault(budget.counter, (op.tenant_id, budget))
+        if newcomers:
+            ids = sorted(newcomers)
+            conn.execute(
+                _PG_NEW_COUNTERS,
+                {
+                    "ids": ids,
+                    "tenants": [newcomers[i][0] for i in ids],
+                    "lt": [newcomers[i][1].tokens for i in ids],
+                    "lu": [newcomers[i][1].micro_usd for i in ids],
+                },
+            )
     touched = set(newcomers).union(*(h.counters for h in held.values()))
     counters = {row.id: Counter(*row) for row in conn.execute(_PG_LOCK, {"ids": sorted(touched)})}
     before = dict(counters)
