@@ -146,6 +146,23 @@ LedgerOp = Reservation | Settlement
 LedgerAnswer = Grant | list[Settled]
 
 
+def apply(conn: Connection | sqlite3.Connection, op: LedgerOp) -> LedgerAnswer:
+    """``op`` alone: ``reserve`` or ``settle`` with its arguments."""
+    if isinstance(op, Settlement):
+        return settle(
+            conn, task_id=op.task_id, call_key=op.call_key, tokens=op.tokens, micro_usd=op.micro_usd
+        )
+    return reserve(
+        conn,
+        tenant_id=op.tenant_id,
+        task_id=op.task_id,
+        call_key=op.call_key,
+        budgets=op.budgets,
+        ask=op.ask,
+        stale_prefix=op.stale_prefix,
+    )
+
+
 def reserve(
     conn: Connection | sqlite3.Connection,
     *,

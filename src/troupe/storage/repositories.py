@@ -214,6 +214,12 @@ class SqlTaskStore:
     ) -> list[ledger.LedgerAnswer | Exception]:
         return await self._tx.write(ledger.run_batch, ops)
 
+    async def _ledger(self, op: ledger.LedgerOp) -> ledger.LedgerAnswer:
+        """One ledger operation: in the next batch on PostgreSQL, inline on SQLite."""
+        if self._ledger_batches is not None:
+            return await self._ledger_batches.run(op)
+        return await self._tx.write_lean(ledger.apply, op)
+
     async def aclose(self) -> None:
         await self._tx.aclose()
 
@@ -364,48 +370,23 @@ class SqlTaskStore:
         recording their call) are released first. The grant is settled when the call's
         usage is recorded, or given back by ``release``.
         """
-        if self._ledger_batches is not None:
-            op = ledger.Reservation(tenant_id, task_id, call_key, budgets, ask, stale_prefix)
-            grant = await self._ledger_batches.run(op)
-            assert isinstance(grant, Grant)
-            return grant
-        return await self._tx.write_lean(
-            lambda conn: ledger.reserve(
-                conn,
-                tenant_id=tenant_id,
-                task_id=task_id,
-                call_key=call_key,
-                budgets=budgets,
-                ask=ask,
-                stale_prefix=stale_prefix,
-            )
-        )
+        op = ledger.Reservation(tenant_id, task_id, call_key, budgets, ask, stale_prefix)
+        grant = await self._ledger(op)
+        assert isinstance(grant, Grant)
+        return grant
 
     async def release(self, tenant_id: str, task_id: str, call_key: str) -> None:
         """Give back a reservation whose call was not made or failed (once; no-op after)."""
-        if self._ledger_batches is not None:
-            await self._ledger_batches.run(ledger.Settlement(task_id, call_key, 0, 0))
-            return
-        await self._tx.write_lean(
-            lambda conn: ledger.release(conn, task_id=task_id, call_key=call_key)
-        )
+        await self._ledger(ledger.Settlement(task_id, call_key, 0, 0))
 
     async def settle(
         self, tenant_id: str, task_id: str, call_key: str, *, tokens: int, micro_usd: int
     ) -> list[Settled]:
         """Settle a reservation alone, without recording a call: the ledger's own
         operation (recording a call settles its reservation in the same transaction)."""
-        if self._ledger_batches is not None:
-            settled = await self._ledger_batches.run(
-                ledger.Settlement(task_id, call_key, tokens, micro_usd)
-            )
-            assert isinstance(settled, list)
-            return settled
-        return await self._tx.write_lean(
-            lambda conn: ledger.settle(
-                conn, task_id=task_id, call_key=call_key, tokens=tokens, micro_usd=micro_usd
-            )
-        )
+        settled = await self._ledger(ledger.Settlement(task_id, call_key, tokens, micro_usd))
+        assert isinstance(settled, list)
+        return settled
 
     async def counters(self, ids: Sequence[str]) -> dict[str, Counter]:
         """The budget counters of ``ids`` that exist."""

@@ -154,10 +154,7 @@ class RedisBudgetLedger:
 
     async def _send(self, ops: list[list[Any]]) -> list[Any]:
         answers = await self._script(args=[self._prefix, json.dumps(ops)])
-        return [
-            ResponseError(_text(a[1])) if a and isinstance(a[0], bytes) and a[0] == b"!" else a
-            for a in answers
-        ]
+        return [ResponseError(_text(a[1])) if a and a[0] == b"!" else a for a in answers]
 
     async def reserve(
         self,
