@@ -82,13 +82,14 @@ class Services:
             pool_size=settings.database.pool_size,
             echo=settings.database.echo,
         )
+        fanout = build_fanout(settings)
         store = SqlTaskStore(
             engine,
             alert_threshold=settings.budgets.alert_threshold,
+            on_events=fanout.offer,
         )
         directory = TenantDirectory(engine)
         authenticator = Authenticator.from_settings(directory, settings)
-        fanout = build_fanout(settings)
         rate_limiter = build_rate_limiter(settings)
         router = build_router(settings)
         prompt_cache = build_prompt_cache(settings)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
+from troupe.domain import EventType, TaskEvent
 from troupe.storage.kv.base import EventFanout
 from troupe.storage.kv.memory import MemoryEventFanout
 from troupe.storage.kv.redis import RedisEventFanout
@@ -60,3 +62,27 @@ async def test_a_publish_while_nobody_waits_is_seen_by_the_next_wait(fanout: Eve
         await fanout.publish("task-a")
         await asyncio.sleep(0.05)
         assert await listener.wait(2.0)
+
+
+def _event(seq: int, task_id: str = "task-a") -> TaskEvent:
+    return TaskEvent(
+        task_id=task_id,
+        seq=seq,
+        type=EventType.LLM_CALL,
+        data={"n": seq},
+        created_at=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+
+
+async def test_a_listener_takes_only_what_was_offered_on_its_channel_while_it_listened(
+    fanout: EventFanout,
+) -> None:
+    fanout.offer("task-a", [_event(1)])  # nobody listens yet: gone
+    async with fanout.listen("task-a") as listener:
+        fanout.offer("task-b", [_event(1, "task-b")])
+        fanout.offer("task-a", [_event(3)])
+        fanout.offer("task-a", [_event(2)])
+        # In-process: what was offered, by seq. Across processes: nothing (the reader
+        # reads storage); never another channel's, never something not offered.
+        assert listener.take() in ([], [_event(2), _event(3)])
+        assert listener.take() == []

@@ -106,8 +106,8 @@ class TaskJournal:
     async def llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> None:
         await self._settle_in_redis(tenant_id, task_id, call)
         if await self._store.record_llm_call(tenant_id, task_id, call):
-            await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
+            await self._counted(tenant_id, call)
 
     async def _settle_in_redis(
         self, tenant_id: str, task_id: str, call: LLMCallRecord | None
@@ -173,8 +173,8 @@ class TaskJournal:
     ) -> None:
         await self._settle_in_redis(tenant_id, task_id, call)
         if await self._store.node_completed(tenant_id, task_id, node_id, output, call):
-            await self._counted(tenant_id, call)
             await self._fanout.publish(task_id)
+            await self._counted(tenant_id, call)
 
     async def nodes_ended_without_output(
         self,
@@ -204,16 +204,16 @@ class TaskJournal:
         ended = await self._store.finish(
             tenant_id, task_id, status, result=result, error=error, call=call
         )
-        if call is not None and ended.call_stored:
-            await self._counted(tenant_id, call)
         task = ended.task
         if self._redis_ledger is not None:
             # Calls that never recorded (cancelled, crashed) hold nothing any more.
             await self._redis_ledger.release_all(tenant_id, task_id)
         if task is None:
-            if ended.call_stored:
+            # Already ended: a re-delivered write is neither re-announced nor re-counted.
+            if call is not None and ended.call_stored:
                 await self._fanout.publish(task_id)
-            return  # already ended: a re-delivered write is neither re-announced nor re-counted
+                await self._counted(tenant_id, call)
+            return
         metrics.TASKS_FINISHED.labels(strategy=task.strategy.value, status=status.value).inc()
         elapsed = (task.finished_at or datetime.now(UTC)) - task.created_at
         metrics.TASK_SECONDS.labels(strategy=task.strategy.value, status=status.value).observe(
@@ -226,7 +226,10 @@ class TaskJournal:
             task.usage.cost_micro_usd,
             extra={"task_id": task_id, "tenant_id": tenant_id},
         )
+        # Readers first: the gauge's read and the memory write are not on their path.
         await self._fanout.publish(task_id)
+        if call is not None and ended.call_stored:
+            await self._counted(tenant_id, call)
         if status is TaskStatus.COMPLETED and self._on_completed is not None:
             try:
                 await self._on_completed(task)

@@ -11,10 +11,10 @@ run by ``Transactions``, inline on SQLite and through the async driver on Postgr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -64,6 +64,15 @@ from troupe.storage.tables import (
 )
 
 _OPEN_NODE = [NodeStatus.PENDING.value, NodeStatus.RUNNING.value]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+# Told of the events of a task that a transaction of this process just committed.
+EventSink = Callable[[str, Sequence[TaskEvent]], None]
+
+# Where, in a connection's info, a store transaction collects the events it appends.
+_APPENDED = "troupe.appended_events"
 
 
 def _now() -> datetime:
@@ -199,8 +208,12 @@ class SqlTaskStore:
         engine: AsyncEngine,
         *,
         alert_threshold: float = 0.8,
+        on_events: EventSink | None = None,
     ) -> None:
         self._tx = Transactions(engine)
+        # Handed the events each write appended, once committed (the event fan-out, so
+        # that this process's stream readers need not read them back).
+        self._on_events = on_events
         # Share of a tenant's daily limit whose crossing raises a budget.alert event.
         self._threshold = alert_threshold
         # PostgreSQL: the ledger's own reserves and settles go out in batches, one commit
@@ -219,6 +232,30 @@ class SqlTaskStore:
         if self._ledger_batches is not None:
             return await self._ledger_batches.run(op)
         return await self._tx.write_lean(ledger.apply, op)
+
+    async def _write(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kw: _P.kwargs
+    ) -> _T:
+        """``fn(conn, ...)`` as one write transaction; the events it appended go to
+        ``on_events`` after the commit (never for a transaction that failed)."""
+        if self._on_events is None:
+            return await self._tx.write(fn, *args, **kw)
+        appended: list[TaskEvent] = []
+
+        def collecting(conn: Connection) -> _T:
+            conn.info[_APPENDED] = appended
+            try:
+                return fn(conn, *args, **kw)
+            finally:
+                del conn.info[_APPENDED]
+
+        result = await self._tx.write(collecting)
+        by_task: dict[str, list[TaskEvent]] = {}
+        for event in appended:
+            by_task.setdefault(event.task_id, []).append(event)
+        for task_id, committed in by_task.items():
+            self._on_events(task_id, committed)
+        return result
 
     async def aclose(self) -> None:
         await self._tx.aclose()
@@ -244,7 +281,7 @@ class SqlTaskStore:
         """
         postgres = self._tx.dialect == "postgresql"
         limits = (max_active, key_max_active)
-        return await self._tx.write(_create_task, new, _now(), limits, postgres, day)
+        return await self._write(_create_task, new, _now(), limits, postgres, day)
 
     async def session_owner(self, tenant_id: str, session_id: str) -> SessionOwner | None:
         """Who began the tenant's session (None: no such session of this tenant)."""
@@ -268,7 +305,7 @@ class SqlTaskStore:
             )
             return str(_task_row(conn, tenant_id, task_id).context)
 
-        return await self._tx.write(fix)
+        return await self._write(fix)
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task:
         return _task(await self._tx.read(_task_row, tenant_id, task_id))
@@ -299,7 +336,7 @@ class SqlTaskStore:
     async def mark_started(self, tenant_id: str, task_id: str, *, attempt: int) -> Started:
         """queued → running (or a retry note when already running); ended tasks stay."""
         data = {"attempt": attempt}
-        return await self._tx.write(
+        return await self._write(
             _start, tenant_id, task_id, TaskStatus.RUNNING, EventType.STARTED, data
         )
 
@@ -314,13 +351,13 @@ class SqlTaskStore:
         """A non-terminal status change with its event; an ended task stays as it is."""
         if status.terminal:
             raise ValueError(f"{status} is terminal: use finish")
-        started = await self._tx.write(_start, tenant_id, task_id, status, event, data)
+        started = await self._write(_start, tenant_id, task_id, status, event, data)
         return started.task
 
     async def record_llm_call(self, tenant_id: str, task_id: str, call: LLMCallRecord) -> bool:
         """Store one metered call and add it to the task's totals; False if already stored."""
         try:
-            return await self._tx.write(_record_call, tenant_id, task_id, call, self._threshold)
+            return await self._write(_record_call, tenant_id, task_id, call, self._threshold)
         except IntegrityError:
             # A concurrent writer stored the same call first; ours is the duplicate.
             return False
@@ -341,12 +378,12 @@ class SqlTaskStore:
         if not status.terminal:
             raise ValueError(f"{status} is not a terminal status")
         try:
-            return await self._tx.write(
+            return await self._write(
                 _finish, tenant_id, task_id, status, result, error, call, self._threshold
             )
         except IntegrityError:
             # A concurrent writer stored the same call first: finish without it.
-            ended = await self._tx.write(
+            ended = await self._write(
                 _finish, tenant_id, task_id, status, result, error, None, self._threshold
             )
             return Finish(task=ended.task, call_stored=False)
@@ -396,23 +433,23 @@ class SqlTaskStore:
         self, tenant_id: str, task_id: str, strategy: Strategy, data: dict[str, Any]
     ) -> None:
         """Record the strategy routing chose, with the strategy.chosen event."""
-        await self._tx.write(_set_strategy, tenant_id, task_id, strategy, data)
+        await self._write(_set_strategy, tenant_id, task_id, strategy, data)
 
     async def save_plan(self, tenant_id: str, task_id: str, plan: Plan) -> None:
         """Record the validated plan, its nodes as pending, and the plan.created event."""
-        await self._tx.write(_save_plan, tenant_id, task_id, plan)
+        await self._write(_save_plan, tenant_id, task_id, plan)
 
     async def node_started(self, tenant_id: str, task_id: str, node_id: str) -> NodeStart:
         """Mark the node running and count the start, unless an earlier attempt already
         finished it (then its output is returned and nothing changes)."""
-        return await self._tx.write(_node_started, tenant_id, task_id, node_id)
+        return await self._write(_node_started, tenant_id, task_id, node_id)
 
     async def node_completed(
         self, tenant_id: str, task_id: str, node_id: str, output: str, call: LLMCallRecord
     ) -> bool:
         """The node's metered call and its output, together; False if already stored."""
         try:
-            return await self._tx.write(
+            return await self._write(
                 _node_completed, tenant_id, task_id, node_id, output, call, self._threshold
             )
         except IntegrityError:
@@ -427,7 +464,7 @@ class SqlTaskStore:
         skipped: dict[str, str],
     ) -> None:
         """Record failed nodes (with their error) and skipped ones (with the reason)."""
-        await self._tx.write(_nodes_ended, tenant_id, task_id, failed, skipped)
+        await self._write(_nodes_ended, tenant_id, task_id, failed, skipped)
 
     async def task_nodes(self, tenant_id: str, task_id: str) -> list[NodeRun]:
         query = (
@@ -440,7 +477,7 @@ class SqlTaskStore:
     async def record_agent_step(self, tenant_id: str, task_id: str, step: AgentStep) -> None:
         """The step and its react.step event, together. A retried step replaces the row
         of the attempt before it (both attempts' calls stay metered)."""
-        await self._tx.write(_record_agent_step, tenant_id, task_id, step)
+        await self._write(_record_agent_step, tenant_id, task_id, step)
 
     async def agent_steps(self, tenant_id: str, task_id: str) -> list[AgentStep]:
         """Every step of the task's tool-using agents, per agent in order."""
@@ -454,7 +491,7 @@ class SqlTaskStore:
     async def append_event(
         self, tenant_id: str, task_id: str, type_: EventType, data: dict[str, Any]
     ) -> TaskEvent:
-        appended = await self._tx.write(_append, tenant_id, task_id, [(type_, data)])
+        appended = await self._write(_append, tenant_id, task_id, [(type_, data)])
         return appended[0]
 
     async def events_after(
@@ -1190,6 +1227,9 @@ def _append(
         TaskEvent(task_id=task_id, seq=first + i, type=type_, data=data, created_at=now)
         for i, (type_, data) in enumerate(new_events)
     ]
+    collected = conn.info.get(_APPENDED)
+    if collected is not None:
+        collected.extend(appended)
     conn.execute(
         _INSERT_EVENTS,
         [

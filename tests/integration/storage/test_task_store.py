@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from troupe.domain import EventType, Strategy, TaskError, TaskStatus, Usage
+from troupe.domain import EventType, Strategy, TaskError, TaskEvent, TaskStatus, Usage
 from troupe.errors import NotFound
 from troupe.orchestrator.launcher import new_task_id
-from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore
+from troupe.storage.repositories import LLMCallRecord, NewTask, SqlTaskStore, _append
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +183,41 @@ async def test_a_call_that_lands_after_the_task_ended_is_still_counted(
     task = await store.get_task("acme", task_id)
     assert task.status is TaskStatus.CANCELLED
     assert task.usage.total_tokens == 15
+
+
+async def test_committed_events_are_handed_over_exactly_as_stored(
+    migrated_engine: AsyncEngine,
+) -> None:
+    handed: list[tuple[str, Sequence[TaskEvent]]] = []
+    store = SqlTaskStore(migrated_engine, on_events=lambda t, events: handed.append((t, events)))
+    task_id = await _new(store)
+    await store.mark_started("acme", task_id, attempt=1)
+    await store.record_llm_call("acme", task_id, _call(f"{task_id}:a"))
+    assert [(t, [(e.seq, e.type) for e in events]) for t, events in handed] == [
+        (task_id, [(1, EventType.SUBMITTED)]),
+        (task_id, [(2, EventType.STARTED)]),
+        (task_id, [(3, EventType.LLM_CALL)]),
+    ]
+    # What a reader would otherwise have read back: the same events, field for field.
+    assert [e for _, events in handed for e in events] == await store.events_after(
+        "acme", task_id, 0
+    )
+
+
+async def test_a_write_that_fails_hands_nothing_over(migrated_engine: AsyncEngine) -> None:
+    handed: list[list[int]] = []
+    store = SqlTaskStore(
+        migrated_engine, on_events=lambda _, events: handed.append([e.seq for e in events])
+    )
+    task_id = await _new(store)
+
+    def append_then_fail(conn: Connection) -> None:
+        _append(conn, "acme", task_id, [(EventType.CANCEL_REQUESTED, {})])
+        raise RuntimeError("fails after appending")
+
+    with pytest.raises(RuntimeError):
+        await store._write(append_then_fail)
+    await store.append_event("acme", task_id, EventType.CANCEL_REQUESTED, {})
+    # The rolled-back event was neither stored nor handed over; the next one was both.
+    assert handed == [[1], [2]]
+    assert [e.seq for e in await store.events_after("acme", task_id, 0)] == [1, 2]

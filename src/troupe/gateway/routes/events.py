@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from troupe.domain import TaskEvent
 from troupe.gateway.deps import PrincipalDep, ServicesDep
 from troupe.gateway.routes.tasks import ERRORS, session_task
 from troupe.gateway.schemas import EventView
@@ -47,10 +48,16 @@ async def _stream(
     services: ServicesDep, tenant: str, task_id: str, cursor: int
 ) -> AsyncIterator[ServerSentEvent]:
     poll_s = services.settings.events.poll_interval_ms / 1000
+    notified = False  # the last wait ended with a notification, not the poll interval
     # Listen before the first read, so nothing written in between goes unnoticed.
     async with services.fanout.listen(task_id) as listener:
         while True:
-            events = await services.store.events_after(tenant, task_id, cursor, limit=_PAGE)
+            handed_over = _carrying_on(listener.take(), cursor)
+            events = (
+                handed_over
+                if handed_over is not None
+                else await services.store.events_after(tenant, task_id, cursor, limit=_PAGE)
+            )
             for event in events:
                 cursor = event.seq
                 yield ServerSentEvent(
@@ -62,11 +69,24 @@ async def _stream(
                     return
             if len(events) == _PAGE:
                 continue  # more are stored already
-            if not events:
+            # Nothing new, and no writer is at work (a notification that finds nothing
+            # only means an earlier read took what it announced): has the task ended?
+            if not events and not notified:
                 task = await services.store.get_task(tenant, task_id)
                 if task.status.terminal and not await services.store.events_after(
                     tenant, task_id, cursor
                 ):
                     return  # resumed after the end: nothing more will come
             # Whatever was written after the read above has woken the listener already.
-            await listener.wait(poll_s)
+            notified = await listener.wait(poll_s)
+
+
+def _carrying_on(handed_over: list[TaskEvent], cursor: int) -> list[TaskEvent] | None:
+    """The events handed over by this process's writers, when they are all that came
+    after ``cursor`` as far as the reader can tell (they carry on from it without a gap);
+    None: storage must be read (nothing handed over, or a gap, e.g. from another
+    process's write)."""
+    new = [e for e in handed_over if e.seq > cursor]
+    if not new or any(e.seq != cursor + 1 + i for i, e in enumerate(new)):
+        return None
+    return new

@@ -1,18 +1,28 @@
 """Event fan-out: wake the readers of a task's stream when its events change.
 
 Storage stays the record; a notification only says "read again". A lost
-notification costs a reader one poll interval, never an event.
+notification costs a reader one poll interval, never an event. Within one process the
+writer may also hand the committed events over (``offer``), so that a reader there need
+not read back what was just written; a reader still reads storage whenever the events
+handed over do not carry on exactly where it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+from troupe.domain import TaskEvent
 
 
 class Listener(Protocol):
     async def wait(self, seconds: float) -> bool:
         """Wait for a notification; True if one arrived, False on timeout."""
+
+    def take(self) -> list[TaskEvent]:
+        """The events handed over since the last take, by seq (maybe with gaps, maybe
+        none: only a writer in this process hands any over)."""
 
 
 class RateLimiter(Protocol):
@@ -26,6 +36,10 @@ class RateLimiter(Protocol):
 class EventFanout(Protocol):
     async def publish(self, channel: str) -> None:
         """Wake every listener of ``channel``."""
+
+    def offer(self, channel: str, events: Sequence[TaskEvent]) -> None:
+        """Hand events just committed on ``channel`` to its listeners in this process
+        (a fan-out across processes only notifies, and ignores them)."""
 
     def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
         """Listen to ``channel`` while the context is open."""

@@ -6,16 +6,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+
+from troupe.domain import TaskEvent
+
+# Events a listener holds for its reader at most; past that it drops them, and its
+# reader, finding a gap, reads storage instead.
+_MAX_HELD = 1000
 
 
 class _MemoryListener:
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._held: list[TaskEvent] = []
 
     def notify(self) -> None:
         self._event.set()
+
+    def hold(self, events: Sequence[TaskEvent]) -> None:
+        if len(self._held) + len(events) > _MAX_HELD:
+            self._held.clear()
+            return
+        self._held.extend(events)
+        if len(self._held) > len(events) and self._held[-len(events) - 1].seq > events[0].seq:
+            self._held.sort(key=lambda e: e.seq)  # commits handed over out of order
+
+    def take(self) -> list[TaskEvent]:
+        held, self._held = self._held, []
+        return held
 
     async def wait(self, seconds: float) -> bool:
         try:
@@ -35,6 +54,11 @@ class MemoryEventFanout:
     async def publish(self, channel: str) -> None:
         for listener in self._listeners.get(channel, ()):
             listener.notify()
+
+    def offer(self, channel: str, events: Sequence[TaskEvent]) -> None:
+        if events:
+            for listener in self._listeners.get(channel, ()):
+                listener.hold(events)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[_MemoryListener]:

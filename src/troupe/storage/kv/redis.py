@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+
+from troupe.domain import TaskEvent
 
 _PREFIX = "troupe:events:"
 
@@ -27,6 +29,9 @@ class _RedisListener:
                 return True
         return False
 
+    def take(self) -> list[TaskEvent]:
+        return []  # notifications only: the reader reads storage
+
 
 class RedisEventFanout:
     """Notifications through Redis PUBLISH/SUBSCRIBE."""
@@ -36,6 +41,9 @@ class RedisEventFanout:
 
     async def publish(self, channel: str) -> None:
         await self._redis.publish(_PREFIX + channel, b"1")
+
+    def offer(self, channel: str, events: Sequence[TaskEvent]) -> None:
+        return None  # listeners may be in other processes: they read storage
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[_RedisListener]:
