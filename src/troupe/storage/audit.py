@@ -28,6 +28,10 @@ class DecisionRecord:
     created_at: datetime
 
 
+# Built once: building it per call re-derives its cache key every time.
+_INSERT_DECISION = insert(policy_decisions)
+
+
 class DecisionLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._tx = Transactions(engine)
@@ -57,7 +61,7 @@ class DecisionLog:
             "task_id": task_id,
             "created_at": datetime.now(UTC),
         }
-        await self._tx.write(lambda conn: conn.execute(insert(policy_decisions), values))
+        await self._tx.write(lambda conn: conn.execute(_INSERT_DECISION, values))
 
     async def page(
         self,
