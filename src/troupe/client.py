@@ -116,6 +116,20 @@ def _is_terminal(event: EventView) -> bool:
     return EventType(event.type).terminal
 
 
+# wait(): each long poll asks for at most this long, well inside the client's timeout.
+_MAX_WAIT_S = 20.0
+_WAIT_RECONNECTS = 10
+_WAIT_BACKOFF_S = 0.1
+
+
+def _wait_params(wait_s: float) -> dict[str, str]:
+    return {"wait_s": f"{wait_s:g}"} if wait_s > 0 else {}
+
+
+def _long_poll_s(timeout_s: float) -> float:
+    return min(_MAX_WAIT_S, timeout_s / 2)
+
+
 class _ResumePolicy:
     """How often and how fast to reconnect a dropped event stream."""
 
@@ -149,6 +163,7 @@ class AsyncTroupeClient:
             timeout=timeout_s,
             transport=transport,
         )
+        self._wait_s = _long_poll_s(timeout_s)
 
     async def __aenter__(self) -> AsyncTroupeClient:
         return self
@@ -185,8 +200,9 @@ class AsyncTroupeClient:
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
-    async def get_task(self, task_id: str) -> TaskView:
-        response = await self._http.get(f"/api/v1/tasks/{task_id}")
+    async def get_task(self, task_id: str, *, wait_s: float = 0) -> TaskView:
+        """The task; with ``wait_s``, once it has ended or after that many seconds."""
+        response = await self._http.get(f"/api/v1/tasks/{task_id}", params=_wait_params(wait_s))
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
@@ -321,10 +337,17 @@ class AsyncTroupeClient:
                 await anyio.sleep(policy.next_delay(exc))
 
     async def wait(self, task_id: str) -> TaskView:
-        """Follow the task to its end and return its final state."""
-        async for _ in self.follow(task_id):
-            pass
-        return await self.get_task(task_id)
+        """The task's final state, once it has ended (long polls, resumed on drops)."""
+        policy = _ResumePolicy(_WAIT_RECONNECTS, _WAIT_BACKOFF_S)
+        while True:
+            try:
+                task = await self.get_task(task_id, wait_s=self._wait_s)
+            except _STREAM_ERRORS as exc:
+                await anyio.sleep(policy.next_delay(exc))
+                continue
+            if task.status.terminal:
+                return task
+            policy.failures = 0
 
 
 class TroupeClient:
@@ -344,6 +367,7 @@ class TroupeClient:
             timeout=timeout_s,
             transport=transport,
         )
+        self._wait_s = _long_poll_s(timeout_s)
 
     def __enter__(self) -> TroupeClient:
         return self
@@ -380,8 +404,9 @@ class TroupeClient:
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
-    def get_task(self, task_id: str) -> TaskView:
-        response = self._http.get(f"/api/v1/tasks/{task_id}")
+    def get_task(self, task_id: str, *, wait_s: float = 0) -> TaskView:
+        """The task; with ``wait_s``, once it has ended or after that many seconds."""
+        response = self._http.get(f"/api/v1/tasks/{task_id}", params=_wait_params(wait_s))
         _raise_for(response)
         return TaskView.model_validate_json(response.content)
 
@@ -517,7 +542,14 @@ class TroupeClient:
                 time.sleep(policy.next_delay(exc))
 
     def wait(self, task_id: str) -> TaskView:
-        """Follow the task to its end and return its final state."""
-        for _ in self.follow(task_id):
-            pass
-        return self.get_task(task_id)
+        """The task's final state, once it has ended (long polls, resumed on drops)."""
+        policy = _ResumePolicy(_WAIT_RECONNECTS, _WAIT_BACKOFF_S)
+        while True:
+            try:
+                task = self.get_task(task_id, wait_s=self._wait_s)
+            except _STREAM_ERRORS as exc:
+                time.sleep(policy.next_delay(exc))
+                continue
+            if task.status.terminal:
+                return task
+            policy.failures = 0

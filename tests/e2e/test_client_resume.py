@@ -117,3 +117,53 @@ async def test_async_client_resumes_after_a_drop(served: TroupeProcess) -> None:
         seqs = [e.seq async for e in client.follow(task_id)]
     assert seqs == [1, 2, 3, 4]
     assert transport.resumed_from == ["0", "3"]
+
+
+class _DropFirstPoll(httpx.BaseTransport):
+    """Drops the first long poll of a task's state before it answers."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.polls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if "wait_s" in request.url.params:
+            self.polls += 1
+            if self.polls == 1:
+                raise httpx.RemoteProtocolError("connection dropped by the test")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _AsyncDropFirstPoll(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.polls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "wait_s" in request.url.params:
+            self.polls += 1
+            if self.polls == 1:
+                raise httpx.RemoteProtocolError("connection dropped by the test")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_sync_wait_polls_again_after_a_drop(served: TroupeProcess) -> None:
+    transport = _DropFirstPoll()
+    with TroupeClient(served.url, api_key=served.api_key, transport=transport) as client:
+        ended = client.wait(client.submit_task("wait through a drop").id)
+    assert ended.status == "completed"
+    assert transport.polls >= 2
+
+
+async def test_async_wait_polls_again_after_a_drop(served: TroupeProcess) -> None:
+    transport = _AsyncDropFirstPoll()
+    async with AsyncTroupeClient(served.url, api_key=served.api_key, transport=transport) as client:
+        ended = await client.wait((await client.submit_task("wait through a drop too")).id)
+    assert ended.status == "completed"
+    assert transport.polls >= 2

@@ -123,6 +123,23 @@ def _until_status(client: TroupeClient, task_id: str, status: str, timeout_s: fl
         time.sleep(0.05)
 
 
+def test_a_long_poll_answers_when_the_task_ends_or_when_it_is_told(
+    client: TroupeClient,
+) -> None:
+    waiting = client.submit_task("Hold on", require_approval=True)
+    _until_status(client, waiting.id, "awaiting_approval")
+    began = time.monotonic()
+    assert client.get_task(waiting.id, wait_s=0.6).status == "awaiting_approval"
+    assert time.monotonic() - began >= 0.55  # it waited, then answered as things were
+    client.approve_task(waiting.id)
+    began = time.monotonic()
+    ended = client.get_task(waiting.id, wait_s=30)
+    # The end, long before the 30 s (the poll interval is 0.5 s: a notification it was).
+    assert ended.status == "completed"
+    assert ended.result
+    assert time.monotonic() - began < 10
+
+
 def test_a_slow_task_is_cancelled(slow_serve: TroupeProcess) -> None:
     slow_serve.start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 
@@ -29,6 +30,8 @@ from troupe.orchestrator.report import ReplayReport
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
+MAX_WAIT_S = 60.0  # the longest long poll of GET /api/v1/tasks/{id}?wait_s=
+
 _TASK_ID = re.compile(rf"^{TASK_ID_PREFIX}[0-9a-f]{{24}}$")
 _ERROR = {"content": {"application/json": {"example": error_body("code", "what went wrong")}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -44,6 +47,25 @@ async def session_task(
     another tenant's, like an unknown one)."""
     task = await services.store.get_task(principal.tenant_id, checked_task_id(task_id))
     await check_session(services, principal, task.session_id, operation)
+    return task
+
+
+async def _ended_within(
+    services: Services, principal: Principal, task_id: str, wait_s: float
+) -> Task:
+    """The caller's task once it has ended, or as it is after ``wait_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    poll_s = services.settings.events.poll_interval_ms / 1000
+    # Listen before the first read, so an ending written in between is not missed.
+    async with services.fanout.listen(checked_task_id(task_id)) as listener:
+        task = await session_task(services, principal, task_id, "read")
+        while not task.status.terminal and (left := deadline - loop.time()) > 0:
+            notified = await listener.wait(min(poll_s, left))
+            handed_over = listener.take()
+            if notified and handed_over and not any(e.type.terminal for e in handed_over):
+                continue  # progress written in this process, not the end: nothing to read
+            task = await services.store.get_task(principal.tenant_id, task.id)
     return task
 
 
@@ -138,10 +160,26 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=ERRORS)
-async def get_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> TaskView:
+async def get_task(
+    task_id: str,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Long poll: answer once the task has ended, or after this many "
+            "seconds with the task as it is then (0: at once).",
+        ),
+    ] = 0,
+) -> TaskView:
     """The task, its result or error, its usage so far, its plan's nodes, and the steps
     of its tool-using agents with their BeliefState."""
-    task = await session_task(services, principal, task_id, "read")
+    if wait_s > 0:
+        task = await _ended_within(services, principal, task_id, wait_s)
+    else:
+        task = await session_task(services, principal, task_id, "read")
     store, tenant = services.store, principal.tenant_id
     nodes = await store.task_nodes(tenant, task.id) if task.plan is not None else []
     return TaskView.of(task, nodes, await store.agent_steps(tenant, task.id))
