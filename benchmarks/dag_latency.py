@@ -9,7 +9,7 @@ LLM critical path is 3 calls = 1.5 s, and whatever a task takes beyond that is t
 orchestration overhead. After ``/readyz`` answers 200, untimed warm-up tasks run at the
 case's concurrency, then the measured tasks: each is timed from just before
 ``submit_task(query, strategy="dag")`` until ``wait(task_id)`` returns (the client
-follows the task's SSE stream to the terminal event, then reads the final task), and
+long-polls ``GET /api/v1/tasks/{id}?wait_s=`` until the task has ended), and
 must have ended ``completed`` with 5 nodes, all ``completed``.
 
 Cases (``--cases``, comma list; default all, in this order):

@@ -4,8 +4,8 @@ Starts `troupe serve` (API + worker + embedded Temporal in one process) as a chi
 process with a fresh temporary data dir, a free loopback port and zero simulated LLM
 latency, waits for ``/readyz``, runs a few untimed warm-up tasks, then submits N tasks
 through :mod:`troupe.client` and times each one from just before ``submit_task`` until
-``wait(task_id)`` returns (it follows the task's SSE stream to the terminal event, then
-reads the final task). With ``--concurrency 1`` the blocking ``TroupeClient`` runs one
+``wait(task_id)`` returns (it long-polls ``GET /api/v1/tasks/{id}?wait_s=`` until the
+task has ended, and returns that read). With ``--concurrency 1`` the blocking ``TroupeClient`` runs one
 task at a time; with ``--concurrency K`` the ``AsyncTroupeClient`` keeps K tasks in
 flight until N have been submitted.
 
