@@ -5,9 +5,9 @@ process with a fresh temporary data dir, a free loopback port and zero simulated
 latency, waits for ``/readyz``, runs a few untimed warm-up tasks, then submits N tasks
 through :mod:`troupe.client` and times each one from just before ``submit_task`` until
 ``wait(task_id)`` returns (it long-polls ``GET /api/v1/tasks/{id}?wait_s=`` until the
-task has ended, and returns that read). With ``--concurrency 1`` the blocking ``TroupeClient`` runs one
-task at a time; with ``--concurrency K`` the ``AsyncTroupeClient`` keeps K tasks in
-flight until N have been submitted.
+task has ended, and returns that read). With ``--concurrency 1`` the blocking
+``TroupeClient`` runs one task at a time; with ``--concurrency K`` the
+``AsyncTroupeClient`` keeps K tasks in flight until N have been submitted.
 
 Percentiles: ``statistics.quantiles(data, n=100, method="inclusive")``, i.e. linear
 interpolation between the closest ranks of the sorted sample (p50 of the cut points is
