@@ -28,9 +28,10 @@ class _MemoryListener:
         if len(self._held) + len(events) > _MAX_HELD:
             self._held.clear()
             return
+        out_of_order = bool(self._held) and self._held[-1].seq > events[0].seq
         self._held.extend(events)
-        if len(self._held) > len(events) and self._held[-len(events) - 1].seq > events[0].seq:
-            self._held.sort(key=lambda e: e.seq)  # commits handed over out of order
+        if out_of_order:  # an earlier commit handed over after a later one
+            self._held.sort(key=lambda e: e.seq)
 
     def take(self) -> list[TaskEvent]:
         held, self._held = self._held, []
